@@ -1,0 +1,57 @@
+//! The transport-agnostic core of [wschat], a real-time public mailing list.
+//!
+//! A client publishes a JSON text frame such as `{"usr": "ann", "msg": "hi"}`;
+//! the room validates it, optionally checks its JWT, stamps it with `tim`
+//! (UTC, RFC 3339, nanoseconds) and relays the same bytes to every member,
+//! the sender included, in one order for all.
+//!
+//! This crate holds everything but the network: a [`Room`] takes raw frames
+//! and hands out [`Frame`]s through each [`Member`]'s bounded queue. Put any
+//! transport in front of it: read a frame from a connection, call
+//! [`Member::publish`], send back [`PublishError::to_frame`] when it fails,
+//! and write whatever [`Member::recv`] yields.
+//!
+//! ```
+//! use wschat_core::{JwtConfig, Jwt, Room, RoomConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // JWT mode: publishing needs a token whose `sub` is the sender's `usr`.
+//! let jwt = JwtConfig::new("secret").usr_claim("sub");
+//! let room = Room::new(RoomConfig::default().history(10).jwt(Some(jwt.clone())));
+//! let mut ann = room.join();
+//! let mut bob = room.join();
+//!
+//! let err = ann.publish(r#"{"usr":"ann","msg":"no token"}"#).unwrap_err();
+//! assert_eq!(err.to_frame().as_str(),
+//!            r#"{"err":"unauthorized","detail":"a \"jwt\" string is required to publish"}"#);
+//!
+//! let token = Jwt::new(jwt).mint("sub", "ann", None).unwrap();
+//! ann.publish(&format!(r#"{{"usr":"ann","msg":"hello","jwt":"{token}"}}"#)).unwrap();
+//! let relayed = bob.recv().await.unwrap();
+//! assert!(relayed.as_str().starts_with(r#"{"usr":"ann","msg":"hello","tim":"#));
+//! assert!(!relayed.as_str().contains("jwt"), "the token is never relayed");
+//! assert_eq!(ann.recv().await.unwrap(), relayed);
+//! # });
+//! ```
+//!
+//! [wschat]: https://github.com/wschat/wschat
+
+#![deny(missing_docs)]
+
+mod clock;
+mod error;
+mod frame;
+mod jwt;
+mod log;
+mod message;
+mod rate;
+mod room;
+
+pub use clock::{Clock, ManualClock, SystemClock, format_tim};
+pub use error::{LogError, PublishError, RecvError};
+pub use frame::Frame;
+pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
+pub use log::{Log, MemoryLog};
+pub use message::Message;
+pub use rate::{RateLimit, TokenBucket};
+pub use room::{Member, Room, RoomConfig};

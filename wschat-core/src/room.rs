@@ -1,0 +1,587 @@
+//! The [`Room`]: members, ordering, fan-out and history.
+//!
+//! A published frame is parsed, authorized, stamped, rendered once and
+//! appended to the log; only then is the same [`Frame`] pushed to every
+//! member's bounded queue, all under one lock, so every member sees one
+//! order. The room never waits for a member: one whose queue is full is
+//! dropped and told it was too slow. Writing to sockets is the transport's
+//! business, outside the lock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use slab::Slab;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
+
+use crate::clock::{Clock, SystemClock, format_tim};
+use crate::error::{LogError, PublishError, RecvError};
+use crate::frame::Frame;
+use crate::jwt::{Jwt, JwtConfig};
+use crate::log::{Log, MemoryLog};
+use crate::message::Message;
+use crate::rate::{RateLimit, TokenBucket};
+
+/// How a [`Room`] behaves; the defaults are the server's.
+///
+/// ```
+/// use wschat_core::{JwtConfig, RateLimit, RoomConfig};
+///
+/// let config = RoomConfig::default()
+///     .history(100)
+///     .send_queue(256)
+///     .rate_limit(RateLimit::new(5.0, 10))
+///     .jwt(Some(JwtConfig::new("secret")));
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    history: usize,
+    send_queue: usize,
+    rate_limit: Option<RateLimit>,
+    jwt: Option<JwtConfig>,
+}
+
+impl Default for RoomConfig {
+    /// No history, 1024 queued messages per member, 20 messages/s with
+    /// bursts of 40, anyone may publish.
+    fn default() -> Self {
+        RoomConfig {
+            history: 0,
+            send_queue: 1024,
+            rate_limit: RateLimit::new(20.0, 40),
+            jwt: None,
+        }
+    }
+}
+
+impl RoomConfig {
+    /// Replays the last `n` messages to each member that joins.
+    pub fn history(mut self, n: usize) -> Self {
+        self.history = n;
+        self
+    }
+
+    /// How many messages may wait for a member before it counts as too slow
+    /// (at least one).
+    pub fn send_queue(mut self, n: usize) -> Self {
+        self.send_queue = n.max(1);
+        self
+    }
+
+    /// Each member's publish rate; `None` for no limit.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// JWT mode: `Some` requires a valid token on every published message.
+    pub fn jwt(mut self, jwt: Option<JwtConfig>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+}
+
+/// One public room. Cheap to clone; clones share the room.
+///
+/// ```
+/// use wschat_core::{Room, RoomConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let room = Room::new(RoomConfig::default());
+/// let mut ann = room.join();
+/// let mut bob = room.join();
+/// ann.publish(r#"{"usr":"ann","msg":"hi bob"}"#).unwrap();
+/// let seen = bob.recv().await.unwrap();
+/// assert!(seen.as_str().starts_with(r#"{"usr":"ann","msg":"hi bob","tim":""#));
+/// assert_eq!(ann.recv().await.unwrap(), seen, "the sender gets its own message");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Room {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: RoomConfig,
+    jwt: Option<Jwt>,
+    clock: Arc<dyn Clock>,
+    log: Arc<dyn Log>,
+    state: Mutex<State>,
+}
+
+struct State {
+    members: Slab<Slot>,
+    next_id: u64,
+    history: VecDeque<Frame>,
+    last_tim: DateTime<Utc>,
+    closed: bool,
+}
+
+/// The room's end of a member's queue.
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Frame>,
+    signal: Arc<Signal>,
+}
+
+/// Tells a member it was dropped, even while it is busy writing.
+#[derive(Default)]
+struct Signal {
+    too_slow: AtomicBool,
+    notify: Notify,
+}
+
+impl Room {
+    /// An empty room with the in-memory log and the system clock.
+    pub fn new(config: RoomConfig) -> Self {
+        Self::build(
+            config,
+            Arc::new(SystemClock),
+            Arc::new(MemoryLog),
+            Vec::new(),
+        )
+    }
+
+    /// A room writing to `log`, its history filled from the log's last
+    /// messages.
+    pub fn with_log(config: RoomConfig, log: Arc<dyn Log>) -> Result<Self, LogError> {
+        let recent = log.recent(config.history)?;
+        Ok(Self::build(config, Arc::new(SystemClock), log, recent))
+    }
+
+    /// A room that reads the time from `clock`, for tests.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wschat_core::{ManualClock, Room, RoomConfig};
+    ///
+    /// let t = "2020-08-11T22:26:58.118678679Z".parse().unwrap();
+    /// let room = Room::with_clock(RoomConfig::default(), Arc::new(ManualClock::new(t)));
+    /// let out = room.publish(r#"{"usr":"a","msg":"m"}"#).unwrap();
+    /// assert_eq!(out.as_str(), r#"{"usr":"a","msg":"m","tim":"2020-08-11T22:26:58.118678679Z"}"#);
+    /// ```
+    pub fn with_clock(config: RoomConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::build(config, clock, Arc::new(MemoryLog), Vec::new())
+    }
+
+    fn build(
+        config: RoomConfig,
+        clock: Arc<dyn Clock>,
+        log: Arc<dyn Log>,
+        recent: Vec<Frame>,
+    ) -> Self {
+        let mut history: VecDeque<Frame> = recent.into();
+        while history.len() > config.history {
+            history.pop_front();
+        }
+        Room {
+            shared: Arc::new(Shared {
+                jwt: config.jwt.clone().map(Jwt::new),
+                config,
+                clock,
+                log,
+                state: Mutex::new(State {
+                    members: Slab::new(),
+                    next_id: 0,
+                    history,
+                    last_tim: DateTime::<Utc>::MIN_UTC,
+                    closed: false,
+                }),
+            }),
+        }
+    }
+
+    /// Adds a member. Its queue starts with the history, so it sees the
+    /// replay and then every message relayed after this call, with no gap
+    /// and no duplicate.
+    pub fn join(&self) -> Member {
+        let mut state = self.lock();
+        let (tx, rx) = mpsc::channel(self.shared.config.send_queue + state.history.len());
+        for frame in &state.history {
+            // The queue has room for the whole history.
+            let _ = tx.try_send(frame.clone());
+        }
+        let signal = Arc::new(Signal::default());
+        let id = state.next_id;
+        state.next_id += 1;
+        let key = if state.closed {
+            None
+        } else {
+            Some(state.members.insert(Slot {
+                id,
+                tx,
+                signal: signal.clone(),
+            }))
+        };
+        drop(state);
+        Member {
+            room: self.clone(),
+            slot: key.map(|k| (k, id)),
+            rx,
+            signal,
+            bucket: self
+                .shared
+                .config
+                .rate_limit
+                .map(|limit| TokenBucket::new(limit, Instant::now())),
+        }
+    }
+
+    /// Publishes a raw text frame on behalf of no member (no rate limit):
+    /// validates, authorizes, stamps, logs and relays it, and returns the
+    /// relayed frame.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default());
+    /// assert_eq!(room.publish("not json").unwrap_err().code(), "invalid_json");
+    /// ```
+    pub fn publish(&self, frame: &str) -> Result<Frame, PublishError> {
+        let message = Message::parse(frame)?;
+        if let Some(jwt) = &self.shared.jwt {
+            jwt.authorize(&message)?;
+        }
+        let mut state = self.lock();
+        let tim = self
+            .shared
+            .clock
+            .now()
+            .max(state.last_tim + TimeDelta::nanoseconds(1));
+        let out = Frame::from(message.render(&format_tim(tim)));
+        self.shared
+            .log
+            .append(std::slice::from_ref(&out))
+            .map_err(|e| {
+                PublishError::Unavailable(format!("cannot relay now ({e}); try again later"))
+            })?;
+        state.last_tim = tim;
+        if self.shared.config.history > 0 {
+            if state.history.len() == self.shared.config.history {
+                state.history.pop_front();
+            }
+            state.history.push_back(out.clone());
+        }
+        state
+            .members
+            .retain(|_, slot| match slot.tx.try_send(out.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    slot.signal.too_slow.store(true, Ordering::Release);
+                    slot.signal.notify.notify_one();
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            });
+        Ok(out)
+    }
+
+    /// How many members are joined.
+    pub fn members(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// The history a joining member would get now, oldest first.
+    pub fn history(&self) -> Vec<Frame> {
+        self.lock().history.iter().cloned().collect()
+    }
+
+    /// Closes the room: every member receives what is already queued, then
+    /// [`RecvError::Closed`]; members joining later get only that.
+    ///
+    /// ```
+    /// use wschat_core::{RecvError, Room, RoomConfig};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let room = Room::new(RoomConfig::default());
+    /// let mut m = room.join();
+    /// room.close();
+    /// assert_eq!(m.recv().await, Err(RecvError::Closed));
+    /// # });
+    /// ```
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.members.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the state half-updated in a way
+        // that matters more than stopping the whole room would.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Room")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One member of a room: its queue of frames to deliver and its publish
+/// rate. Dropping it leaves the room.
+pub struct Member {
+    room: Room,
+    /// Slab key and id; `None` when the room was closed at join.
+    slot: Option<(usize, u64)>,
+    rx: mpsc::Receiver<Frame>,
+    signal: Arc<Signal>,
+    bucket: Option<TokenBucket>,
+}
+
+impl Member {
+    /// The next frame for this member, waiting for one.
+    ///
+    /// Fails at once with [`RecvError::TooSlow`] once the room has dropped
+    /// the member, even with frames still queued: they are stale by then.
+    pub async fn recv(&mut self) -> Result<Frame, RecvError> {
+        if self.is_too_slow() {
+            return Err(RecvError::TooSlow);
+        }
+        match self.rx.recv().await {
+            Some(frame) => Ok(frame),
+            None if self.is_too_slow() => Err(RecvError::TooSlow),
+            None => Err(RecvError::Closed),
+        }
+    }
+
+    /// The next frame if one is queued, without waiting: lets a transport
+    /// write everything queued before one flush.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default());
+    /// let mut m = room.join();
+    /// assert_eq!(m.try_recv(), Ok(None));
+    /// room.publish(r#"{"usr":"a","msg":"m"}"#).unwrap();
+    /// assert!(m.try_recv().unwrap().is_some());
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<Frame>, RecvError> {
+        if self.is_too_slow() {
+            return Err(RecvError::TooSlow);
+        }
+        match self.rx.try_recv() {
+            Ok(frame) => Ok(Some(frame)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) if self.is_too_slow() => Err(RecvError::TooSlow),
+            Err(TryRecvError::Disconnected) => Err(RecvError::Closed),
+        }
+    }
+
+    /// Resolves once the room has dropped this member as too slow, so a
+    /// transport blocked writing to a stalled peer can give up.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let room = Room::new(RoomConfig::default().send_queue(1));
+    /// let slow = room.join();
+    /// room.publish(r#"{"usr":"a","msg":"1"}"#).unwrap();
+    /// room.publish(r#"{"usr":"a","msg":"2"}"#).unwrap();
+    /// slow.dropped().await;
+    /// # });
+    /// ```
+    pub async fn dropped(&self) {
+        while !self.is_too_slow() {
+            self.signal.notify.notified().await;
+        }
+    }
+
+    /// Publishes a raw text frame from this member: counts against its rate
+    /// limit (every frame does, valid or not), then as [`Room::publish`].
+    ///
+    /// ```
+    /// use wschat_core::{RateLimit, Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default().rate_limit(RateLimit::new(1.0, 1)));
+    /// let mut m = room.join();
+    /// let frame = r#"{"usr":"a","msg":"m"}"#;
+    /// assert!(m.publish(frame).is_ok());
+    /// assert_eq!(m.publish(frame).unwrap_err().code(), "rate_limited");
+    /// ```
+    pub fn publish(&mut self, frame: &str) -> Result<Frame, PublishError> {
+        self.check_rate()?;
+        self.room.publish(frame)
+    }
+
+    /// Counts one frame against the rate limit without publishing it, for
+    /// frames rejected before they reach the room (binary frames).
+    pub fn check_rate(&mut self) -> Result<(), PublishError> {
+        let now = Instant::now();
+        match self.bucket.as_mut().map(|b| b.try_take(now)) {
+            Some(false) => Err(PublishError::RateLimited),
+            _ => Ok(()),
+        }
+    }
+
+    fn is_too_slow(&self) -> bool {
+        self.signal.too_slow.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some((key, id)) = self.slot {
+            let mut state = self.room.lock();
+            // The key may have been reused after the room dropped us.
+            if state.members.get(key).is_some_and(|slot| slot.id == id) {
+                state.members.remove(key);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Member")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const HI: &str = r#"{"usr":"a","msg":"hi"}"#;
+
+    fn unlimited() -> RoomConfig {
+        RoomConfig::default().rate_limit(None)
+    }
+
+    fn drain(m: &mut Member) -> Vec<Frame> {
+        std::iter::from_fn(|| m.try_recv().ok().flatten()).collect()
+    }
+
+    #[test]
+    fn every_member_sees_one_order() {
+        let room = Room::new(unlimited());
+        let mut members: Vec<_> = (0..5).map(|_| room.join()).collect();
+        let published: Vec<Frame> = (0..100)
+            .map(|i| {
+                room.publish(&format!(r#"{{"usr":"u{}","msg":"{i}"}}"#, i % 3))
+                    .unwrap()
+            })
+            .collect();
+        for m in &mut members {
+            assert_eq!(drain(m), published);
+        }
+    }
+
+    #[test]
+    fn rejected_frames_reach_nobody() {
+        let room = Room::new(unlimited());
+        let mut m = room.join();
+        assert!(room.publish("{").is_err());
+        assert_eq!(drain(&mut m), vec![]);
+    }
+
+    #[test]
+    fn stamps_never_go_backwards() {
+        let t: DateTime<Utc> = "2020-01-01T00:00:10Z".parse().unwrap();
+        let clock = Arc::new(ManualClock::new(t));
+        let room = Room::with_clock(unlimited(), clock.clone());
+        let first = room.publish(HI).unwrap();
+        clock.set("2020-01-01T00:00:05Z".parse().unwrap());
+        let second = room.publish(HI).unwrap();
+        assert!(
+            first
+                .as_str()
+                .contains("\"tim\":\"2020-01-01T00:00:10.000000000Z\"")
+        );
+        assert!(
+            second
+                .as_str()
+                .contains("\"tim\":\"2020-01-01T00:00:10.000000001Z\"")
+        );
+    }
+
+    #[test]
+    fn history_replays_the_last_n_then_live() {
+        let room = Room::new(unlimited().history(3));
+        let sent: Vec<_> = (0..5)
+            .map(|i| {
+                room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#))
+                    .unwrap()
+            })
+            .collect();
+        let mut m = room.join();
+        let live = room.publish(HI).unwrap();
+        let mut expected = sent[2..].to_vec();
+        expected.push(live);
+        assert_eq!(drain(&mut m), expected);
+        assert_eq!(room.history().len(), 3);
+    }
+
+    #[test]
+    fn a_full_queue_drops_that_member_only() {
+        let room = Room::new(unlimited().send_queue(2));
+        let mut slow = room.join();
+        let mut fast = room.join();
+        for _ in 0..3 {
+            room.publish(HI).unwrap();
+            assert_eq!(drain(&mut fast).len(), 1);
+        }
+        assert_eq!(slow.try_recv(), Err(RecvError::TooSlow));
+        assert_eq!(room.members(), 1);
+        drop(slow);
+        assert_eq!(room.members(), 1, "the dropped member's slot stays gone");
+    }
+
+    #[test]
+    fn a_reused_slot_is_not_removed_by_the_old_member() {
+        let room = Room::new(unlimited().send_queue(1));
+        let slow = room.join();
+        room.publish(HI).unwrap();
+        room.publish(HI).unwrap();
+        let _newcomer = room.join();
+        drop(slow);
+        assert_eq!(room.members(), 1);
+    }
+
+    #[test]
+    fn leaving_removes_the_member() {
+        let room = Room::new(unlimited());
+        let m = room.join();
+        assert_eq!(room.members(), 1);
+        drop(m);
+        assert_eq!(room.members(), 0);
+    }
+
+    #[test]
+    fn a_failing_log_relays_nothing() {
+        struct Broken;
+        impl Log for Broken {
+            fn append(&self, _: &[Frame]) -> Result<(), LogError> {
+                Err(LogError::new("disk full"))
+            }
+            fn recent(&self, _: usize) -> Result<Vec<Frame>, LogError> {
+                Ok(vec![Frame::from("{\"old\":1}".to_owned())])
+            }
+        }
+        let room = Room::with_log(unlimited().history(5), Arc::new(Broken)).unwrap();
+        let mut m = room.join();
+        assert_eq!(room.publish(HI).unwrap_err().code(), "unavailable");
+        assert_eq!(
+            drain(&mut m).len(),
+            1,
+            "only the history loaded from the log"
+        );
+    }
+
+    #[test]
+    fn jwt_mode_rejects_unsigned_messages() {
+        let room = Room::new(unlimited().jwt(Some(JwtConfig::new("k"))));
+        assert_eq!(room.publish(HI).unwrap_err().code(), "unauthorized");
+    }
+}
