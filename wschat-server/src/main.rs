@@ -1,1 +1,61 @@
-fn main() {}
+//! `wschat-server`: parse the command line, then run the server or mint a
+//! token. Errors end the process with one line on stderr and exit status 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use wschat_core::Jwt;
+use wschat_server::cli::{LogFormat, TokenArgs};
+use wschat_server::{Cli, Command, Options};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Token(args)) => token(&cli.options, args),
+        None => serve(cli.options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wschat-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(options: Options) -> Result<(), String> {
+    init_logging(options.log_format);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+        wschat_server::run(listener, options, wschat_server::shutdown::signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
+    let config = options
+        .jwt()
+        .ok_or("token: set JWT_SECRET (or --jwt-secret) to sign tokens")?;
+    let token = Jwt::new(config)
+        .mint(&args.claim, &args.usr, args.exp)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

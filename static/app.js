@@ -1,0 +1,112 @@
+// The wschat browser client: connect, show messages as text, send,
+// reconnect with backoff. Every text goes through textContent, never HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const list = $("messages");
+const form = $("compose");
+const usrInput = $("usr");
+const jwtInput = $("jwt");
+const msgInput = $("msg");
+
+usrInput.value = localStorage.getItem("wschat.usr") || "";
+jwtInput.value = localStorage.getItem("wschat.jwt") || "";
+
+let ws = null;
+let attempt = 0;
+// The newest `tim` shown: replayed history after a reconnect is skipped
+// up to it, so nothing appears twice.
+let lastTim = "";
+
+fetch("/healthz").then((r) => r.json()).then((cfg) => {
+  $("token-label").hidden = !cfg.jwt;
+}).catch(() => {});
+
+function setStatus(state, text) {
+  const el = $("status");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function showError(text) {
+  const el = $("error");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(scheme + "//" + location.host + "/");
+  setStatus("connecting", "connecting…");
+  ws.onopen = () => {
+    attempt = 0;
+    setStatus("open", "connected");
+  };
+  ws.onmessage = (event) => {
+    let data;
+    try { data = JSON.parse(event.data); } catch { return; }
+    if (data.err) {
+      showError(describe(data));
+      return;
+    }
+    if (typeof data.tim === "string" && data.tim <= lastTim) return;
+    lastTim = data.tim || lastTim;
+    show(data);
+  };
+  ws.onclose = () => {
+    const delay = Math.min(30000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
+    attempt += 1;
+    setStatus("closed", "disconnected; retrying in " + Math.round(delay / 1000) + " s");
+    setTimeout(connect, delay);
+  };
+}
+
+const ERRORS = {
+  invalid_json: "The server could not read that message.",
+  invalid_message: "A message needs a name and a text.",
+  unauthorized: "Not allowed to send: check your token.",
+  rate_limited: "You are sending too fast; wait a moment.",
+  unsupported: "That kind of message is not supported.",
+  unavailable: "The server cannot relay messages right now; try again soon.",
+};
+
+function describe(err) {
+  return (ERRORS[err.err] || "Error") + (err.detail ? " (" + err.detail + ")" : "");
+}
+
+function show(m) {
+  const follow = list.parentElement.scrollHeight - list.parentElement.scrollTop
+    - list.parentElement.clientHeight < 40;
+  const li = document.createElement("li");
+  if (m.usr === usrInput.value) li.classList.add("own");
+  const usr = document.createElement("span");
+  usr.className = "usr";
+  usr.textContent = String(m.usr);
+  const msg = document.createElement("span");
+  msg.className = "msg";
+  msg.textContent = String(m.msg);
+  const time = document.createElement("time");
+  time.dateTime = String(m.tim);
+  const when = new Date(m.tim);
+  time.textContent = isNaN(when) ? "" : when.toLocaleTimeString();
+  li.append(usr, msg, time);
+  list.append(li);
+  if (follow) li.scrollIntoView({ block: "end" });
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected yet; your message was not sent.");
+    return;
+  }
+  const message = { usr: usrInput.value.trim(), msg: msgInput.value };
+  if (jwtInput.value) message.jwt = jwtInput.value.trim();
+  localStorage.setItem("wschat.usr", message.usr);
+  localStorage.setItem("wschat.jwt", jwtInput.value.trim());
+  ws.send(JSON.stringify(message));
+  msgInput.value = "";
+  showError("");
+});
+
+connect();

@@ -1,0 +1,242 @@
+//! The command line (contract section 4): every option, its environment
+//! variable and default, and the `token` subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wschat_core::{JwtAlg, JwtConfig, RateLimit, RoomConfig};
+
+/// wschat: a WebSocket chat server, a real-time public mailing list.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wschat-server", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without a subcommand, run the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The server's options.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a token signed with the configured secret and algorithm.
+    Token(TokenArgs),
+}
+
+/// Options of `wschat-server token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user name the token is for.
+    #[arg(long)]
+    pub usr: String,
+    /// The claim that holds the user name.
+    #[arg(long, default_value = "sub")]
+    pub claim: String,
+    /// Make the token expire this many seconds from now.
+    #[arg(long, value_name = "SECONDS")]
+    pub exp: Option<u64>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The server's options; each also reads the environment variable shown by
+/// `--help`.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "WSCHAT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Require messages to carry a JWT signed with this secret.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// The token algorithm: HS256, HS384 or HS512.
+    #[arg(long, env = "WSCHAT_JWT_ALG", default_value = "HS256", global = true)]
+    pub jwt_alg: JwtAlg,
+
+    /// Reject tokens whose `exp` has passed.
+    #[arg(long, env = "WSCHAT_JWT_VALIDATE_EXP")]
+    pub jwt_validate_exp: bool,
+
+    /// Require the message's `usr` to equal this claim of its token.
+    #[arg(long, env = "WSCHAT_JWT_USR_CLAIM", value_name = "NAME")]
+    pub jwt_usr_claim: Option<String>,
+
+    /// Replay the last N messages to each new client.
+    #[arg(long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
+    pub history: usize,
+
+    /// Larger frames or messages close the connection with 1009.
+    #[arg(
+        long,
+        env = "WSCHAT_MAX_MESSAGE_BYTES",
+        default_value_t = 65536,
+        value_name = "N"
+    )]
+    pub max_message_bytes: usize,
+
+    /// Further upgrades get HTTP 503.
+    #[arg(
+        long,
+        env = "WSCHAT_MAX_CONNECTIONS",
+        default_value_t = 10000,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Per-connection publish rate in messages per second; 0 turns it off.
+    #[arg(long, env = "WSCHAT_RATE", default_value_t = 20.0, value_name = "R")]
+    pub rate: f64,
+
+    /// Per-connection burst of messages above the rate.
+    #[arg(long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
+    pub burst: u32,
+
+    /// Outgoing messages queued per client before it counts as too slow.
+    #[arg(long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_queue: u32,
+
+    /// Seconds between pings to an idle client.
+    #[arg(long, env = "WSCHAT_PING_INTERVAL", default_value_t = 30, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_interval: u64,
+
+    /// Seconds without any frame from a client before it is closed.
+    #[arg(long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = 60, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+
+    /// Seconds a TCP connection has to finish its upgrade.
+    #[arg(long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = 10, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+
+    /// Accept upgrades only from this Origin (repeatable); requests without
+    /// an Origin are accepted.
+    #[arg(
+        long,
+        env = "WSCHAT_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origin: Vec<String>,
+
+    /// Serve this directory at / instead of the built-in client.
+    #[arg(long, env = "WSCHAT_STATIC_DIR", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Log format; RUST_LOG sets levels.
+    #[arg(long, env = "WSCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Options {
+    /// Options as the binary would parse them from `args` (without the
+    /// program name), for tests and embedding.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once("wschat-server".into()).chain(args.into_iter().map(Into::into));
+        Cli::try_parse_from(argv).map(|cli| cli.options)
+    }
+
+    /// The token rules, if JWT mode is on.
+    pub fn jwt(&self) -> Option<JwtConfig> {
+        self.jwt_secret.as_ref().map(|secret| {
+            let mut config = JwtConfig::new(secret.as_bytes())
+                .alg(self.jwt_alg)
+                .validate_exp(self.jwt_validate_exp);
+            if let Some(claim) = &self.jwt_usr_claim {
+                config = config.usr_claim(claim);
+            }
+            config
+        })
+    }
+
+    /// The room these options describe.
+    pub fn room_config(&self) -> RoomConfig {
+        RoomConfig::default()
+            .history(self.history)
+            .send_queue(self.send_queue as usize)
+            .rate_limit(RateLimit::new(self.rate, self.burst))
+            .jwt(self.jwt())
+    }
+
+    pub(crate) fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let o = Options::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(o.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (o.history, o.max_message_bytes, o.max_connections),
+            (0, 65536, 10000)
+        );
+        assert_eq!((o.rate, o.burst, o.send_queue), (20.0, 40, 1024));
+        assert_eq!(
+            (o.ping_interval, o.idle_timeout, o.handshake_timeout),
+            (30, 60, 10)
+        );
+        assert_eq!(o.jwt_alg, JwtAlg::Hs256);
+        assert!(o.jwt_secret.is_none() && o.allowed_origin.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["--listen", "nowhere"][..],
+            &["--jwt-alg", "RS256"],
+            &["--send-queue", "0"],
+            &["--history", "-1"],
+        ] {
+            assert!(Options::from_args(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_origin_repeats() {
+        let o = Options::from_args([
+            "--allowed-origin",
+            "https://a",
+            "--allowed-origin",
+            "https://b",
+        ])
+        .unwrap();
+        assert_eq!(o.allowed_origin, ["https://a", "https://b"]);
+    }
+}

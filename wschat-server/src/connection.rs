@@ -1,0 +1,220 @@
+//! One WebSocket connection: read frames and publish them, write what the
+//! room queues for this member, keep the connection alive, and close it with
+//! the code the contract names.
+//!
+//! One task owns the socket and does both directions, so nothing is shared
+//! and no lock is held while writing. Every frame already queued is written
+//! before one flush, so under load one write carries many frames.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use wschat_core::{Frame, Member, PublishError, RecvError};
+
+use crate::metrics::Metrics;
+
+/// How long sending a close frame may take: a stalled peer that resumes
+/// reading within it still learns why it was closed.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the client's answering close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Per-connection settings taken from the options.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Why a connection ended, for the log line.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The client closed or vanished.
+    ByClient,
+    /// The server closed it with this code and reason.
+    Closed(CloseCode, &'static str),
+    /// A transport error.
+    Error(WsError),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ByClient => f.write_str("by the client"),
+            Ended::Closed(code, reason) => write!(f, "by the server, {code} ({reason})"),
+            Ended::Error(e) => write!(f, "on error: {e}"),
+        }
+    }
+}
+
+/// Serves one upgraded connection until it ends.
+pub(crate) async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    mut member: Member,
+    limits: &Limits,
+    metrics: &Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut last_seen = Instant::now();
+    let mut ping = tokio::time::interval_at(last_seen + limits.ping_interval, limits.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ended = loop {
+        tokio::select! {
+            _ = crate::shutdown::requested(&mut shutdown) => {
+                break Ended::Closed(CloseCode::Away, "server shutting down");
+            }
+            delivery = member.recv() => match delivery {
+                Ok(frame) => {
+                    if let Err(ended) = write_queued(&mut ws, &mut member, frame, metrics).await {
+                        break ended;
+                    }
+                }
+                Err(RecvError::TooSlow) => break too_slow(metrics),
+                Err(_) => break Ended::Closed(CloseCode::Away, "server shutting down"),
+            },
+            incoming = ws.next() => {
+                last_seen = Instant::now();
+                let reply = match incoming {
+                    None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                        break Ended::ByClient;
+                    }
+                    Some(Err(WsError::Capacity(_))) => {
+                        break Ended::Closed(CloseCode::Size, "message too large");
+                    }
+                    Some(Err(WsError::Utf8(_))) => {
+                        break Ended::Closed(CloseCode::Invalid, "invalid UTF-8 in a text frame");
+                    }
+                    Some(Err(WsError::Protocol(_))) => {
+                        break Ended::Closed(CloseCode::Protocol, "protocol error");
+                    }
+                    Some(Err(e)) => break Ended::Error(e),
+                    Some(Ok(Message::Text(text))) => {
+                        metrics.received();
+                        match member.publish(&text) {
+                            Ok(_) => {
+                                metrics.relayed();
+                                None
+                            }
+                            Err(e) => Some(e),
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        metrics.received();
+                        Some(member.check_rate().err().unwrap_or(PublishError::Unsupported))
+                    }
+                    // Pongs to pings are queued by tungstenite itself; a
+                    // close from the client is answered the same way.
+                    Some(Ok(_)) => None,
+                };
+                if let Some(err) = reply {
+                    metrics.rejected(err.code());
+                    let sent = ws.feed(text_message(err.to_frame())).await;
+                    if let Err(ended) = flush(&mut ws, &member, sent).await {
+                        break ended;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= limits.idle_timeout {
+                    break Ended::Closed(CloseCode::Away, "idle timeout");
+                }
+                if last_seen.elapsed() >= limits.ping_interval {
+                    let sent = ws.feed(Message::Ping(Default::default())).await;
+                    if let Err(ended) = flush(&mut ws, &member, sent).await {
+                        break ended;
+                    }
+                }
+            }
+        }
+    };
+    if let Ended::Closed(code, reason) = &ended {
+        close(&mut ws, *code, reason).await;
+    }
+    ended
+}
+
+/// Writes `first` and everything else already queued, then flushes once.
+async fn write_queued<S>(
+    ws: &mut WebSocketStream<S>,
+    member: &mut Member,
+    first: Frame,
+    metrics: &Metrics,
+) -> Result<(), Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    let mut bytes = 0;
+    while let Some(frame) = next {
+        bytes += frame.len();
+        let fed = ws.feed(text_message(frame)).await;
+        if let Err(e) = fed {
+            return Err(Ended::Error(e));
+        }
+        next = match member.try_recv() {
+            Ok(next) => next,
+            Err(RecvError::TooSlow) => return Err(too_slow(metrics)),
+            Err(_) => return Err(Ended::Closed(CloseCode::Away, "server shutting down")),
+        };
+    }
+    metrics.sent(bytes);
+    flush(ws, member, Ok(())).await
+}
+
+/// Flushes after a feed, giving up if the room drops the member meanwhile:
+/// a peer that stopped reading must not hold the task forever.
+async fn flush<S>(
+    ws: &mut WebSocketStream<S>,
+    member: &Member,
+    fed: Result<(), WsError>,
+) -> Result<(), Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fed.map_err(Ended::Error)?;
+    tokio::select! {
+        flushed = ws.flush() => flushed.map_err(Ended::Error),
+        _ = member.dropped() => Err(Ended::Closed(CloseCode::Policy, TOO_SLOW)),
+    }
+}
+
+const TOO_SLOW: &str = "too slow: send queue full";
+
+fn too_slow(metrics: &Metrics) -> Ended {
+    metrics.dropped_slow();
+    Ended::Closed(CloseCode::Policy, TOO_SLOW)
+}
+
+/// Sends a close frame and waits, briefly, for the client's answer.
+async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.close(Some(frame))).await {
+        let _ = timeout(CLOSE_REPLY_TIMEOUT, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+}
+
+fn text_message(frame: Frame) -> Message {
+    // SAFETY: a `Frame` is valid UTF-8 by construction (see its docs), so
+    // the check `Utf8Bytes::try_from` would repeat for every recipient of
+    // every message is skipped.
+    Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(frame.into_bytes()) })
+}

@@ -1,0 +1,246 @@
+//! The HTTP front (contract section 5): WebSocket upgrades on any path, the
+//! browser client, `/healthz`, `/metrics`, and 404 for the rest.
+//!
+//! hyper parses HTTP; this file only decides what each request gets. An
+//! upgrade joins the room *before* the 101 response is sent, so a client
+//! receives every message relayed after its handshake completed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{debug, info};
+use wschat_core::Room;
+
+use crate::assets::Assets;
+use crate::cli::Options;
+use crate::connection::{self, Limits};
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs, shared by all connections.
+///
+/// Every task that serves a connection holds an `Arc<App>`; the server's
+/// shutdown waits until the last one is gone (`_tasks` closes then).
+pub(crate) struct App {
+    pub room: Room,
+    pub options: Options,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    pub ws_config: WebSocketConfig,
+    pub assets: Assets,
+    pub started: Instant,
+    pub connections: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+    pub _tasks: mpsc::Sender<()>,
+}
+
+type Body = Full<Bytes>;
+
+/// Answers one request.
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    if is_upgrade(req.headers()) {
+        return Ok(upgrade(app, req, peer));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n",
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/healthz" => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "connections": app.connections.load(Ordering::Relaxed),
+                "uptime_s": app.started.elapsed().as_secs(),
+                "jwt": app.options.jwt_secret.is_some(),
+                "history": app.options.history,
+            });
+            respond(StatusCode::OK, "application/json", body.to_string().into())
+        }
+        "/metrics" => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            app.metrics.encode(app.room.history().len()).into(),
+        ),
+        path => match app.assets.get(path).await {
+            Some((content_type, body)) => respond(StatusCode::OK, content_type, body),
+            None => status(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    })
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket")
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Checks and accepts a WebSocket upgrade, and starts its connection task.
+fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let headers = req.headers();
+    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if req.method() == Method::GET => key.clone(),
+        _ => return status(StatusCode::BAD_REQUEST, "bad WebSocket upgrade\n"),
+    };
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut response = status(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    if !origin_allowed(&app.options.allowed_origin, headers.get(header::ORIGIN)) {
+        debug!(%peer, "upgrade refused: origin not allowed");
+        return status(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let Some(slot) = ConnectionSlot::take(&app) else {
+        debug!(%peer, "upgrade refused: connection limit reached");
+        return status(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    };
+    let member = app.room.join();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                debug!(%peer, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let app = &slot.app;
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(app.ws_config),
+        )
+        .await;
+        info!(%peer, "connection opened");
+        let ended =
+            connection::serve(ws, member, &app.limits, &app.metrics, app.shutdown.clone()).await;
+        info!(%peer, %ended, "connection closed");
+        drop(slot);
+    });
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// Requests without an Origin come from non-browser clients and are
+/// accepted; browsers always send one.
+fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
+    match origin {
+        _ if allowed.is_empty() => true,
+        None => true,
+        Some(origin) => {
+            let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+            allowed
+                .iter()
+                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        }
+    }
+}
+
+/// One counted WebSocket connection; dropping it frees the slot.
+struct ConnectionSlot {
+    app: Arc<App>,
+}
+
+impl ConnectionSlot {
+    fn take(app: &Arc<App>) -> Option<Self> {
+        let max = app.options.max_connections;
+        app.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        app.metrics.connection_opened();
+        Some(ConnectionSlot { app: app.clone() })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+        self.app.metrics.connection_closed();
+    }
+}
+
+fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Body> {
+    respond(
+        code,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_list() {
+        let allowed = vec!["https://chat.example".to_owned()];
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(origin_allowed(&[], Some(&v("https://evil.example"))));
+        assert!(origin_allowed(&allowed, None));
+        assert!(origin_allowed(&allowed, Some(&v("https://CHAT.example/"))));
+        assert!(!origin_allowed(&allowed, Some(&v("https://evil.example"))));
+        assert!(!origin_allowed(&allowed, Some(&v("null"))));
+    }
+
+    #[test]
+    fn upgrade_detection_reads_token_lists() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(is_upgrade(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade(&h));
+    }
+}

@@ -1,0 +1,145 @@
+//! The wschat server: a thin network layer around [`wschat_core::Room`].
+//!
+//! [`run`] serves HTTP and WebSocket on a listener until a shutdown future
+//! resolves, then closes every client with 1001 and returns. The binary
+//! (`main.rs`) only parses the command line and calls it; tests call it
+//! in-process on a free port.
+
+mod assets;
+pub mod cli;
+mod connection;
+mod http;
+mod metrics;
+pub mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::{debug, info, warn};
+use wschat_core::Room;
+
+pub use cli::{Cli, Command, Options};
+
+use assets::Assets;
+use connection::Limits;
+use http::App;
+use metrics::Metrics;
+
+/// How long shutdown waits for connections to finish closing.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Serves `listener` with `options` until `shutdown` resolves; then stops
+/// accepting, closes every WebSocket with 1001 and returns once they are
+/// closed (or after a few seconds).
+pub async fn run(
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    let room = Room::new(options.room_config());
+    let (stop, stopped) = watch::channel(false);
+    let (tasks, mut all_done) = mpsc::channel::<()>(1);
+    let app = Arc::new(App {
+        room,
+        metrics: Metrics::new(),
+        limits: Limits {
+            ping_interval: options.ping_interval(),
+            idle_timeout: options.idle_timeout(),
+        },
+        ws_config: ws_config(&options),
+        assets: options
+            .static_dir
+            .clone()
+            .map_or(Assets::Embedded, Assets::Dir),
+        started: Instant::now(),
+        connections: AtomicUsize::new(0),
+        shutdown: stopped,
+        _tasks: tasks,
+        options,
+    });
+    info!(
+        %addr,
+        jwt = app.options.jwt_secret.is_some(),
+        history = app.options.history,
+        "listening on http://{addr}/"
+    );
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(serve_tcp(app.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off and
+                    // let connections close rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    info!("shutting down");
+    drop(listener);
+    let _ = stop.send(true);
+    app.room.close();
+    drop(app);
+    if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
+        warn!("some connections did not close in time");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Serves one TCP connection's HTTP until it upgrades, ends, times out
+/// (`--handshake-timeout`) or the server shuts down.
+async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let limit = app.options.handshake_timeout();
+    let mut stopped = app.shutdown.clone();
+    let service = {
+        let app = app.clone();
+        service_fn(move |req| http::handle(app.clone(), req, peer))
+    };
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::select! {
+        served = timeout(limit, conn) => match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(%peer, error = %e, "http connection error"),
+            Err(_) => debug!(%peer, "handshake timeout"),
+        },
+        _ = shutdown::requested(&mut stopped) => {}
+    }
+}
+
+/// tungstenite's buffers and limits for one connection.
+fn ws_config(options: &Options) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(options.max_message_bytes))
+        .max_frame_size(Some(options.max_message_bytes))
+}

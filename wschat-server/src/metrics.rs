@@ -1,0 +1,124 @@
+//! What the operator sees at `/metrics` (Prometheus text format) and
+//! `/healthz`.
+//!
+//! Counters are atomics; connection tasks add per write batch, not per
+//! delivery, so the hot path does not contend on one cache line.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+/// The server's figures.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    connections: Gauge<i64, AtomicI64>,
+    received: Counter<u64, AtomicU64>,
+    relayed: Counter<u64, AtomicU64>,
+    rejected: Family<CodeLabel, Counter<u64, AtomicU64>>,
+    bytes_sent: Counter<u64, AtomicU64>,
+    dropped_slow: Counter<u64, AtomicU64>,
+    history: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("wschat");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            received: Counter::default(),
+            relayed: Counter::default(),
+            rejected: Family::default(),
+            bytes_sent: Counter::default(),
+            dropped_slow: Counter::default(),
+            history: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Frames received from clients",
+            metrics.received.clone(),
+        );
+        registry.register(
+            "messages_relayed",
+            "Messages accepted and relayed",
+            metrics.relayed.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Frames rejected, by error code",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Message bytes written to clients",
+            metrics.bytes_sent.clone(),
+        );
+        registry.register(
+            "clients_dropped_slow",
+            "Clients closed because their send queue was full",
+            metrics.dropped_slow.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Messages held for replay",
+            metrics.history.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub(crate) fn received(&self) {
+        self.received.inc();
+    }
+
+    pub(crate) fn relayed(&self) {
+        self.relayed.inc();
+    }
+
+    pub(crate) fn rejected(&self, code: &'static str) {
+        self.rejected.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.bytes_sent.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn dropped_slow(&self) {
+        self.dropped_slow.inc();
+    }
+
+    /// The Prometheus text exposition, with the history size as of now.
+    pub(crate) fn encode(&self, history: usize) -> String {
+        self.history.set(history as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

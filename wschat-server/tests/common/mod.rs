@@ -1,0 +1,187 @@
+//! Test helpers: a real server on a free port, real WebSocket clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wschat_server::Options;
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with `args` (as on the command line) on a free port.
+    pub async fn start(args: &[&str]) -> Self {
+        let options = Options::from_args(args).expect("test options parse");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            wschat_server::run(listener, options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url()).await.unwrap();
+        Client { ws }
+    }
+
+    /// Stops the server and waits until `run` has returned.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A plain HTTP GET: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path, &[]).await
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and reads the whole answer.
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.ws
+            .send(Message::Binary(Bytes::copy_from_slice(data)))
+            .await
+            .unwrap();
+    }
+
+    /// The next text frame, as sent.
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("connection error");
+            match msg {
+                Message::Text(t) => return t.to_string(),
+                Message::Close(c) => panic!("closed while waiting for a message: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next text frame, parsed.
+    pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).unwrap()
+    }
+
+    /// Sends `frame` and expects the error code `code` back.
+    pub async fn expect_error(&mut self, frame: &str, code: &str) {
+        self.send(frame).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["err"], code, "reply to {frame:?}: {reply}");
+        assert!(
+            reply["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{reply}"
+        );
+    }
+
+    /// Asserts that no text frame arrives within `ms` milliseconds.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        let got = tokio::time::timeout(Duration::from_millis(ms), async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                    Some(Ok(_)) => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(text)) = got {
+            panic!("expected nothing, got {text}");
+        }
+    }
+
+    /// Reads until the server's close frame and returns it.
+    pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        tokio::time::timeout(WAIT, async {
+            while let Some(msg) = self.ws.next().await {
+                match msg {
+                    Ok(Message::Close(frame)) => return frame,
+                    Ok(_) => continue,
+                    Err(e) => panic!("error before close frame: {e}"),
+                }
+            }
+            panic!("connection ended without a close frame");
+        })
+        .await
+        .expect("timed out waiting for close")
+    }
+}
+
+/// A chat message frame.
+pub fn chat(usr: &str, msg: &str) -> String {
+    serde_json::json!({"usr": usr, "msg": msg}).to_string()
+}

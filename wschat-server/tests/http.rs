@@ -1,0 +1,69 @@
+//! The HTTP side: the client page, health, metrics, 404, and bad upgrades.
+
+mod common;
+
+use common::{TestServer, chat, http_get};
+
+#[tokio::test]
+async fn serves_the_client_health_and_404() {
+    let server = TestServer::start(&["--jwt-secret", "s", "--history", "7"]).await;
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<script src=\"app.js\"></script>"), "{body}");
+    assert_eq!(server.get("/app.js").await.0, 200);
+    assert_eq!(server.get("/style.css").await.0, 200);
+    assert_eq!(server.get("/nothing-here").await.0, 404);
+
+    let _c = server.client().await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["connections"], 1);
+    assert!(health["uptime_s"].is_u64());
+    assert_eq!(
+        (health["jwt"].as_bool(), health["history"].as_u64()),
+        (Some(true), Some(7))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_relayed_messages() {
+    let server = TestServer::start(&[]).await;
+    let mut c = server.client().await;
+    c.send(&chat("a", "m")).await;
+    c.recv().await;
+    c.expect_error("nope", "invalid_json").await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "wschat_connections 1",
+        "wschat_messages_received_total 2",
+        "wschat_messages_relayed_total 1",
+        "wschat_messages_rejected_total{code=\"invalid_json\"} 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_upgrade_is_refused() {
+    let server = TestServer::start(&[]).await;
+    let (status, _) = http_get(
+        server.addr,
+        "/",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}

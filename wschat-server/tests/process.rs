@@ -1,0 +1,126 @@
+//! The binary as an operator meets it: bad configuration, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn server() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-server"));
+    cmd.env_remove("JWT_SECRET").env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs the binary with `args`, expecting a quick failure with one line.
+fn fails_with_one_line(args: &[&str], needle: &str) {
+    let out = server().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_a_nonzero_exit() {
+    fails_with_one_line(&["--listen", "not-an-address"], "--listen");
+    fails_with_one_line(&["--jwt-alg", "RS256"], "RS256");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = server().args(["--listen", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("wschat-server:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot listen on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Starts the binary on a free port and returns it with its address, read
+/// from its "listening" log line.
+fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = server()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server printed no listening line");
+        };
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest
+                .trim_end_matches('/')
+                .split_whitespace()
+                .next()
+                .unwrap();
+            let addr = addr.trim_end_matches('/').to_owned();
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (child, addr);
+        }
+    }
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    let (mut child, addr) = spawn_server(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+                .await
+                .unwrap();
+            clients.push(ws);
+        }
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for ws in &mut clients {
+            let close = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(frame))) => return frame,
+                        Some(Ok(_)) => continue,
+                        other => panic!("no close frame: {other:?}"),
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(u16::from(close.unwrap().code), 1001);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
