@@ -377,7 +377,8 @@ impl Member {
     }
 
     /// Resolves once the room has dropped this member as too slow, so a
-    /// transport blocked writing to a stalled peer can give up.
+    /// transport blocked writing to a stalled peer can give up. The future
+    /// does not borrow the member, so it can race a write that does.
     ///
     /// ```
     /// use wschat_core::{Room, RoomConfig};
@@ -385,14 +386,18 @@ impl Member {
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let room = Room::new(RoomConfig::default().send_queue(1));
     /// let slow = room.join();
+    /// let dropped = slow.dropped();
     /// room.publish(r#"{"usr":"a","msg":"1"}"#).unwrap();
     /// room.publish(r#"{"usr":"a","msg":"2"}"#).unwrap();
-    /// slow.dropped().await;
+    /// dropped.await;
     /// # });
     /// ```
-    pub async fn dropped(&self) {
-        while !self.is_too_slow() {
-            self.signal.notify.notified().await;
+    pub fn dropped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let signal = self.signal.clone();
+        async move {
+            while !signal.too_slow.load(Ordering::Acquire) {
+                signal.notify.notified().await;
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -65,9 +65,12 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Keepalive: one timer, re-armed only when it fires (incoming frames
+    // just move `last_seen`), for the next ping or the idle deadline.
     let mut last_seen = Instant::now();
-    let mut ping = tokio::time::interval_at(last_seen + limits.ping_interval, limits.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pinged = false;
+    let keepalive = tokio::time::sleep_until(last_seen + limits.ping_interval);
+    tokio::pin!(keepalive);
     let ended = loop {
         tokio::select! {
             _ = crate::shutdown::requested(&mut shutdown) => {
@@ -75,7 +78,9 @@ where
             }
             delivery = member.recv() => match delivery {
                 Ok(frame) => {
-                    if let Err(ended) = write_queued(&mut ws, &mut member, frame, metrics).await {
+                    let dropped = member.dropped();
+                    let written = write_queued(&mut ws, &mut member, frame, metrics);
+                    if let Err(ended) = unless_dropped(dropped, written, metrics).await {
                         break ended;
                     }
                 }
@@ -84,6 +89,7 @@ where
             },
             incoming = ws.next() => {
                 last_seen = Instant::now();
+                pinged = false;
                 let reply = match incoming {
                     None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                         break Ended::ByClient;
@@ -118,22 +124,26 @@ where
                 };
                 if let Some(err) = reply {
                     metrics.rejected(err.code());
-                    let sent = ws.feed(text_message(err.to_frame())).await;
-                    if let Err(ended) = flush(&mut ws, &member, sent).await {
+                    let sent = send(&mut ws, text_message(err.to_frame()));
+                    if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
                         break ended;
                     }
                 }
             }
-            _ = ping.tick() => {
-                if last_seen.elapsed() >= limits.idle_timeout {
+            () = &mut keepalive => {
+                let now = Instant::now();
+                if now >= last_seen + limits.idle_timeout {
                     break Ended::Closed(CloseCode::Away, "idle timeout");
                 }
-                if last_seen.elapsed() >= limits.ping_interval {
-                    let sent = ws.feed(Message::Ping(Default::default())).await;
-                    if let Err(ended) = flush(&mut ws, &member, sent).await {
+                if !pinged && now >= last_seen + limits.ping_interval {
+                    pinged = true;
+                    let sent = send(&mut ws, Message::Ping(Default::default()));
+                    if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
                         break ended;
                     }
                 }
+                let next = if pinged { limits.idle_timeout } else { limits.ping_interval };
+                keepalive.as_mut().reset(last_seen + next);
             }
         }
     };
@@ -157,10 +167,7 @@ where
     let mut bytes = 0;
     while let Some(frame) = next {
         bytes += frame.len();
-        let fed = ws.feed(text_message(frame)).await;
-        if let Err(e) = fed {
-            return Err(Ended::Error(e));
-        }
+        ws.feed(text_message(frame)).await.map_err(Ended::Error)?;
         next = match member.try_recv() {
             Ok(next) => next,
             Err(RecvError::TooSlow) => return Err(too_slow(metrics)),
@@ -168,31 +175,33 @@ where
         };
     }
     metrics.sent(bytes);
-    flush(ws, member, Ok(())).await
+    ws.flush().await.map_err(Ended::Error)
 }
 
-/// Flushes after a feed, giving up if the room drops the member meanwhile:
-/// a peer that stopped reading must not hold the task forever.
-async fn flush<S>(
-    ws: &mut WebSocketStream<S>,
-    member: &Member,
-    fed: Result<(), WsError>,
-) -> Result<(), Ended>
+/// Sends one message and flushes it.
+async fn send<S>(ws: &mut WebSocketStream<S>, message: Message) -> Result<(), Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fed.map_err(Ended::Error)?;
+    ws.send(message).await.map_err(Ended::Error)
+}
+
+/// Runs a write unless the room drops the member first: a peer that stopped
+/// reading blocks writes, and must not hold its task forever.
+async fn unless_dropped(
+    dropped: impl Future<Output = ()>,
+    write: impl Future<Output = Result<(), Ended>>,
+    metrics: &Metrics,
+) -> Result<(), Ended> {
     tokio::select! {
-        flushed = ws.flush() => flushed.map_err(Ended::Error),
-        _ = member.dropped() => Err(Ended::Closed(CloseCode::Policy, TOO_SLOW)),
+        written = write => written,
+        _ = dropped => Err(too_slow(metrics)),
     }
 }
 
-const TOO_SLOW: &str = "too slow: send queue full";
-
 fn too_slow(metrics: &Metrics) -> Ended {
     metrics.dropped_slow();
-    Ended::Closed(CloseCode::Policy, TOO_SLOW)
+    Ended::Closed(CloseCode::Policy, "too slow: send queue full")
 }
 
 /// Sends a close frame and waits, briefly, for the client's answer.

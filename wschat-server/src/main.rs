@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> Result<(), String> {
     init_logging(options.log_format);
+    raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
         let listener = TcpListener::bind(options.listen)
@@ -37,6 +38,20 @@ fn serve(options: Options) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// Each connection is a file descriptor: lift the soft limit to the hard
+/// one, and say so when even that is below `--max-connections`.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + 64 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below --max-connections; upgrades will fail before it"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {

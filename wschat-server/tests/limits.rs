@@ -1,0 +1,161 @@
+//! Holding up on the open internet: size and rate limits, slow clients,
+//! keepalive, handshake timeout, connection limit and origin checks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, WAIT, chat};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
+    u16::from(frame.expect("a close frame with a code").code)
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_the_server_stays_up() {
+    let server = TestServer::start(&["--max-message-bytes", "1024"]).await;
+    let mut big = server.client().await;
+    big.send(&chat("a", &"x".repeat(2000))).await;
+    assert_eq!(close_code(big.recv_close().await), 1009);
+    let mut ok = server.client().await;
+    ok.send(&chat("a", &"x".repeat(900))).await;
+    assert_eq!(ok.recv().await["usr"], "a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_and_a_pause_restores_publishing() {
+    let server = TestServer::start(&["--rate", "5", "--burst", "3"]).await;
+    let mut c = server.client().await;
+    for i in 0..3 {
+        c.send(&chat("a", &i.to_string())).await;
+        assert_eq!(c.recv().await["msg"], i.to_string());
+    }
+    c.expect_error(&chat("a", "flood"), "rate_limited").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.send(&chat("a", "after a pause")).await;
+    assert_eq!(c.recv().await["msg"], "after a pause");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1008_and_others_get_everything() {
+    const N: usize = 600;
+    let server = TestServer::start(&["--send-queue", "8", "--rate", "0"]).await;
+    let mut slow = server.client().await;
+    let (mut tx, mut rx) = server.client().await.ws.split();
+    let body = "x".repeat(60_000);
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let frame = format!(r#"{{"usr":"pub","msg":"{body}","i":{i}}}"#);
+            tx.send(Message::text(frame)).await.unwrap();
+        }
+        tx
+    });
+    for i in 0..N {
+        let msg = tokio::time::timeout(WAIT, rx.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let m: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(m["i"], i, "the reading client gets every message, in order");
+    }
+    let _tx = writer.await.unwrap();
+    let close = slow.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("too slow"), "{}", close.reason);
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("wschat_clients_dropped_slow_total 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_not() {
+    let server = TestServer::start(&["--ping-interval", "1", "--idle-timeout", "2"]).await;
+    let mut silent = server.client().await;
+    let mut live = server.client().await;
+    // Reading answers the server's pings with pongs.
+    live.expect_silence(3500).await;
+    live.send(&chat("a", "still here")).await;
+    assert_eq!(live.recv().await["msg"], "still here");
+    let close = silent.recv_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "idle timeout");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_upgrades_is_dropped() {
+    let server = TestServer::start(&["--handshake-timeout", "1"]).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut partial = TcpStream::connect(server.addr).await.unwrap();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for tcp in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the server should have dropped the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_past_the_connection_limit_get_503() {
+    let server = TestServer::start(&["--max-connections", "2"]).await;
+    let first = server.client().await;
+    let _second = server.client().await;
+    match tokio_tungstenite::connect_async(server.url()).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio_tungstenite::connect_async(server.url())
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_origin_gets_403() {
+    let server = TestServer::start(&["--allowed-origin", "https://chat.example"]).await;
+    let with_origin = |origin: &'static str| {
+        let mut req = server.url().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        req
+    };
+    match tokio_tungstenite::connect_async(with_origin("https://evil.example")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    assert!(
+        tokio_tungstenite::connect_async(with_origin("https://chat.example"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        tokio_tungstenite::connect_async(server.url()).await.is_ok(),
+        "no Origin: accepted"
+    );
+    server.stop().await;
+}
