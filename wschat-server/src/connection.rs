@@ -79,7 +79,9 @@ where
             delivery = member.recv() => match delivery {
                 Ok(frame) => {
                     let dropped = member.dropped();
-                    let written = write_queued(&mut ws, &mut member, frame, metrics);
+                    // Boxed, like every write below: an idle connection's
+                    // task then holds only the small waiting state.
+                    let written = Box::pin(write_queued(&mut ws, &mut member, frame, metrics));
                     if let Err(ended) = unless_dropped(dropped, written, metrics).await {
                         break ended;
                     }
@@ -124,7 +126,7 @@ where
                 };
                 if let Some(err) = reply {
                     metrics.rejected(err.code());
-                    let sent = send(&mut ws, text_message(err.to_frame()));
+                    let sent = Box::pin(send(&mut ws, text_message(err.to_frame())));
                     if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
                         break ended;
                     }
@@ -137,7 +139,7 @@ where
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
-                    let sent = send(&mut ws, Message::Ping(Default::default()));
+                    let sent = Box::pin(send(&mut ws, Message::Ping(Default::default())));
                     if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
                         break ended;
                     }
@@ -148,7 +150,7 @@ where
         }
     };
     if let Ended::Closed(code, reason) = &ended {
-        close(&mut ws, *code, reason).await;
+        Box::pin(close(&mut ws, *code, reason)).await;
     }
     ended
 }

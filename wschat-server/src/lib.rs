@@ -135,10 +135,12 @@ async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// tungstenite's buffers and limits for one connection.
+/// tungstenite's buffers and limits for one connection. The read buffer
+/// is allocated up front for every connection, so it is small: chat frames
+/// are small, and a large one is read in several calls.
 fn ws_config(options: &Options) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(options.max_message_bytes))
         .max_frame_size(Some(options.max_message_bytes))

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the same loads against wschat and a Node.js `ws` relay, alternately,
+# and prints a table of medians with the ratio wschat/peer.
+#
+#   examples/bench/compare.sh [PASSES]      (default 3)
+#
+# Needs cargo, node and npm (the `ws` package is installed into a temporary
+# folder). Servers are started with what the loads need: wschat with
+# --rate 0 (no publish limit), --max-connections 25000, --send-queue 65536
+# and RUST_LOG=warn (no per-connection log lines). Takes about 4 minutes a
+# pass.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PASSES=${1:-3}
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release -q -p wschat-server -p wschat-examples
+SERVER=target/release/wschat-server
+LOADGEN=target/release/wschat-loadgen
+NODE_DIR=$(mktemp -d)
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR"' EXIT
+(cd "$NODE_DIR" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
+cp examples/bench/node-relay.js "$NODE_DIR/"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() { # name -> sets PID, PORT
+  PORT=$(free_port)
+  case $1 in
+    wschat) RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$PORT" --rate 0 --max-connections 25000 \
+              --send-queue 65536 2>"$OUT/$1.log" & ;;
+    node)   node "$NODE_DIR/node-relay.js" "$PORT" 2>"$OUT/$1.log" & ;;
+  esac
+  PID=$!
+  for _ in $(seq 100); do grep -q listening "$OUT/$1.log" 2>/dev/null && return; sleep 0.1; done
+  echo "$1 did not start" >&2; exit 1
+}
+
+stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 1; }
+
+value() { python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))" "$1" "$2"; }
+
+SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
+run_load() { # load name server -> json file
+  local load=$1 name=$2 file="$OUT/$1.$2.$3.json"
+  start "$name"
+  local url="ws://127.0.0.1:$PORT/"
+  case $load in
+    fanout1k) "$LOADGEN" fanout --url "$url" --pid "$PID" --json --listeners 1000 --publishers 1 \
+                --size 100 --in-flight 1000 --duration 10 ;;
+    fanout10k) "$LOADGEN" fanout --url "$url" --pid "$PID" --json --sources "$SOURCES" \
+                --listeners 10000 --publishers 1 --rate 10 --duration 10 ;;
+    idle10k) "$LOADGEN" idle --url "$url" --pid "$PID" --json --sources "$SOURCES" \
+                --connections 10000 --hold 3 ;;
+    connect) "$LOADGEN" connect --url "$url" --pid "$PID" --json --sources "$SOURCES" \
+                --concurrency 50 --duration 10 ;;
+  esac >"$file" 2>"$OUT/$load.$name.$3.err" || echo '{}' >"$file"
+  stop
+}
+
+LOADS="fanout1k fanout10k idle10k connect"
+for pass in $(seq "$PASSES"); do
+  for load in $LOADS; do
+    for name in wschat node; do
+      echo "pass $pass: $load on $name" >&2
+      run_load "$load" "$name" "$pass"
+    done
+  done
+done
+
+python3 - "$OUT" "$PASSES" <<'PY'
+import json, statistics, sys, os
+out, passes = sys.argv[1], int(sys.argv[2])
+rows = [
+    ("fanout1k", "deliveries_per_s", "1k listeners, max rate: deliveries/s", True),
+    ("fanout1k", "lost", "1k listeners: lost", None),
+    ("fanout10k", "latency_p99_ms", "10k listeners, 10 msg/s: p99 ms", False),
+    ("fanout10k", "lost", "10k listeners: lost", None),
+    ("idle10k", "server_kib_per_connection", "10k idle: server KiB/conn", False),
+    ("connect", "handshakes_per_s", "connect c=50: handshakes/s", True),
+]
+def med(load, name, key):
+    vals = []
+    for p in range(1, passes + 1):
+        path = os.path.join(out, f"{load}.{name}.{p}.json")
+        try:
+            v = json.load(open(path)).get(key)
+        except Exception:
+            v = None
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return statistics.median(vals) if vals else None
+print(f"{'load':<40} {'wschat':>12} {'node ws':>12} {'wschat/node':>12}")
+for load, key, label, _ in rows:
+    w, n = med(load, "wschat", key), med(load, "node", key)
+    ratio = f"{w / n:.2f}x" if w is not None and n else "-"
+    fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else f"{v:,}")
+    print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio:>12}")
+print(f"(medians of {passes} alternating passes; raw results in {out})")
+PY

@@ -1,0 +1,86 @@
+//! `connect`: open and close connections as fast as possible.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::Common;
+use crate::client::Target;
+use crate::procfs::CpuMeter;
+use crate::report::{Report, round1};
+
+#[derive(Args, Clone, Debug)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+}
+
+pub async fn run(args: ConnectArgs) -> Result<Report, String> {
+    let target = Arc::new(Target::new(&args.common.url, &args.common.sources)?);
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let cpu = CpuMeter::start(args.common.pid);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.duration);
+    let progress = {
+        let ok = ok.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = ok.load(Ordering::Relaxed);
+                eprintln!("[{:>4.0}s] handshakes {now:>10}  ({:>8}/s)", start.elapsed().as_secs_f64(), now - last);
+                last = now;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (target, ok, failed) = (target.clone(), ok.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut first_error = None;
+            while Instant::now() < deadline {
+                match target.connect().await {
+                    Ok(ws) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        ws.writer.close().await;
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert(e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            first_error
+        }));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        if let Ok(Some(e)) = task.await {
+            first_error.get_or_insert(e);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = progress.await;
+    let (own_cpu, server_cpu) = cpu.stop();
+    let handshakes = ok.load(Ordering::Relaxed);
+    let mut report = Report::new("connect", args.common.json);
+    report
+        .add("concurrency", args.concurrency)
+        .add("handshakes", handshakes)
+        .add("handshakes_per_s", round1(handshakes as f64 / secs))
+        .add("failed", failed.load(Ordering::Relaxed))
+        .add("first_error", first_error)
+        .add("loadgen_cpu_pct", round1(own_cpu))
+        .add("server_cpu_pct", server_cpu.map(round1));
+    Ok(report)
+}

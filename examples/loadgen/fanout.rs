@@ -1,0 +1,369 @@
+//! `fanout`: N listeners, P publishers. Publishers stamp each message with
+//! their id, a sequence number and the send time; listeners check order,
+//! loss and duplicates per publisher and record the latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use tokio::sync::{Notify, watch};
+
+use crate::Common;
+use crate::client::{Frame, Target, Ws, connect_many};
+use crate::procfs::CpuMeter;
+use crate::report::{Report, round1};
+
+#[derive(Args, Clone, Debug)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections that only listen.
+    #[arg(long, default_value_t = 1000)]
+    listeners: usize,
+    /// Connections that publish (and receive their own messages).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Size of each published frame in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Total publish rate in messages/s over all publishers; 0 for as fast
+    /// as the in-flight bound allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Messages a publisher may have sent but not yet seen relayed back
+    /// (split over the publishers).
+    #[arg(long, default_value_t = 1000)]
+    in_flight: u64,
+    /// Seconds to publish for.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds listeners may take after publishing stops to receive the rest.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+}
+
+/// What one listener saw.
+struct Seen {
+    received: u64,
+    lost: u64,
+    out_of_order: u64,
+    errors: u64,
+    closed: Option<u16>,
+    last: Option<Instant>,
+    latency_us: Histogram<u64>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Publisher id, sequence number and send time of one relayed frame.
+/// Relies only on `usr` coming before `msg`, as publishers send them.
+fn parse(text: &[u8]) -> Option<(usize, u64, u64)> {
+    let rest = after(text, b"\"usr\":\"p")?;
+    let (id, rest) = number(rest)?;
+    let rest = after(rest, b"\"msg\":\"")?;
+    let (seq, rest) = number(rest)?;
+    let (sent_ns, _) = number(rest.get(1..)?)?;
+    Some((id as usize, seq, sent_ns))
+}
+
+/// The bytes after the first `pattern` in `text`.
+fn after<'a>(text: &'a [u8], pattern: &[u8]) -> Option<&'a [u8]> {
+    let at = text.windows(pattern.len()).position(|w| w == pattern)?;
+    Some(&text[at + pattern.len()..])
+}
+
+/// A leading decimal number and the rest.
+fn number(text: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let value = text[..digits].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some((value, &text[digits..]))
+}
+
+pub async fn run(args: FanoutArgs) -> Result<Report, String> {
+    let target = Arc::new(Target::new(&args.common.url, &args.common.sources)?);
+    eprintln!("connecting {} listeners and {} publishers…", args.listeners, args.publishers);
+    let listeners = connect_many(&target, args.listeners, 200).await?;
+    let publishers = connect_many(&target, args.publishers.max(1), 50).await?;
+    let p = publishers.len();
+
+    let delivered = Arc::new(AtomicU64::new(0));
+    let sent_total = Arc::new(AtomicU64::new(0));
+    // The final sent count per publisher, once publishing has stopped.
+    let (final_tx, final_rx) = watch::channel::<Option<Arc<Vec<u64>>>>(None);
+
+    let mut listener_tasks = Vec::with_capacity(listeners.len());
+    for ws in listeners {
+        listener_tasks.push(tokio::spawn(listen(ws, p, args.drain, delivered.clone(), final_rx.clone())));
+    }
+    let cpu = CpuMeter::start(args.common.pid);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.duration);
+    let per_publisher_rate = args.rate / p as f64;
+    let window = (args.in_flight / p as u64).max(1);
+    let mut publisher_tasks = Vec::new();
+    for (id, ws) in publishers.into_iter().enumerate() {
+        publisher_tasks.push(tokio::spawn(publish(
+            ws,
+            id,
+            args.size,
+            per_publisher_rate,
+            window,
+            deadline,
+            sent_total.clone(),
+        )));
+    }
+    let stop_progress = Arc::new(AtomicBool::new(false));
+    let progress = tokio::spawn(progress_line(delivered.clone(), sent_total.clone(), stop_progress.clone()));
+
+    let mut sent = Vec::with_capacity(p);
+    let mut publisher_errors = 0;
+    for task in publisher_tasks {
+        let (count, errors) = task.await.map_err(|e| e.to_string())?;
+        sent.push(count);
+        publisher_errors += errors;
+    }
+    let publish_secs = start.elapsed().as_secs_f64();
+    let _ = final_tx.send(Some(Arc::new(sent.clone())));
+
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(args.drain);
+    let mut seen = Vec::with_capacity(listener_tasks.len());
+    for task in listener_tasks {
+        match tokio::time::timeout_at(drain_until + Duration::from_secs(1), task).await {
+            Ok(Ok(s)) => seen.push(s),
+            _ => return Err("a listener did not finish".into()),
+        }
+    }
+    stop_progress.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    let (own_cpu, server_cpu) = cpu.stop();
+
+    let sent_sum: u64 = sent.iter().sum();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut received = 0;
+    let (mut lost, mut out_of_order, mut errors, mut dropped) = (0, 0, 0, 0);
+    let mut last = start;
+    for s in &seen {
+        received += s.received;
+        lost += s.lost;
+        out_of_order += s.out_of_order;
+        errors += s.errors;
+        dropped += u64::from(s.closed.is_some());
+        last = last.max(s.last.unwrap_or(start));
+        let _ = latency.add(&s.latency_us);
+    }
+    let expected = sent_sum * seen.len() as u64;
+    let missing = expected.saturating_sub(received + lost);
+    let span = (last - start).as_secs_f64().max(1e-9);
+    let q = |x: f64| round1(latency.value_at_quantile(x) as f64 / 1000.0);
+    let mut report = Report::new("fanout", args.common.json);
+    report
+        .add("listeners", seen.len())
+        .add("publishers", p)
+        .add("message_bytes", args.size)
+        .add("published", sent_sum)
+        .add("publish_rate_per_s", round1(sent_sum as f64 / publish_secs))
+        .add("deliveries", received)
+        .add("deliveries_per_s", round1(received as f64 / span))
+        .add("latency_p50_ms", q(0.5))
+        .add("latency_p99_ms", q(0.99))
+        .add("latency_p999_ms", q(0.999))
+        .add("latency_max_ms", round1(latency.max() as f64 / 1000.0))
+        .add("lost", lost + missing)
+        .add("out_of_order_or_dup", out_of_order)
+        .add("error_frames", errors + publisher_errors)
+        .add("listeners_closed", dropped)
+        .add("loadgen_cpu_pct", round1(own_cpu))
+        .add("server_cpu_pct", server_cpu.map(round1));
+    Ok(report)
+}
+
+async fn progress_line(delivered: Arc<AtomicU64>, sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let start = Instant::now();
+    let mut last = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = delivered.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] published {:>10}  delivered {:>12}  ({:>10}/s)",
+            start.elapsed().as_secs_f64(),
+            sent.load(Ordering::Relaxed),
+            now,
+            now - last
+        );
+        last = now;
+    }
+}
+
+/// Sends until `deadline`, keeping at most `window` messages unechoed;
+/// returns how many it sent and how many error frames it got.
+async fn publish(
+    ws: Ws,
+    id: usize,
+    size: usize,
+    rate: f64,
+    window: u64,
+    deadline: Instant,
+    sent_total: Arc<AtomicU64>,
+) -> (u64, u64) {
+    let Ws { mut reader, writer } = ws;
+    let echoed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let wake = Arc::new(Notify::new());
+    let reader = {
+        let (echoed, errors, wake, writer) = (echoed.clone(), errors.clone(), wake.clone(), writer.clone());
+        tokio::spawn(async move {
+            while let Some(frame) = reader.next(&writer).await {
+                match frame {
+                    Frame::Text(text) => match parse(text) {
+                        Some((from, _, _)) if from == id => {
+                            echoed.fetch_add(1, Ordering::Relaxed);
+                            wake.notify_one();
+                        }
+                        Some(_) => {}
+                        None => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    Frame::Close(_) => break,
+                    Frame::Other => {}
+                }
+            }
+        })
+    };
+    let prefix = format!(r#"{{"usr":"p{id}","msg":""#);
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    while Instant::now() < deadline {
+        let by_rate = if rate > 0.0 {
+            ((start.elapsed().as_secs_f64() * rate) as u64).saturating_sub(sent)
+        } else {
+            u64::MAX
+        };
+        let by_window = window.saturating_sub(sent - echoed.load(Ordering::Relaxed).min(sent));
+        let n = by_rate.min(by_window).min(256);
+        if n == 0 {
+            if by_window == 0 {
+                let _ = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            continue;
+        }
+        let batch: Vec<String> = (sent..sent + n)
+            .map(|seq| {
+                let mut frame = format!("{prefix}{seq} {} ", now_ns());
+                let pad = size.saturating_sub(frame.len() + 2);
+                frame.extend(std::iter::repeat_n('x', pad));
+                frame.push_str("\"}");
+                frame
+            })
+            .collect();
+        if writer.send_texts(&batch).await.is_err() {
+            break;
+        }
+        sent += n;
+        sent_total.fetch_add(n, Ordering::Relaxed);
+    }
+    // Give the echoes a moment, then stop reading.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while echoed.load(Ordering::Relaxed) < sent && Instant::now() < settle {
+        let _ = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await;
+    }
+    reader.abort();
+    writer.close().await;
+    (sent, errors.load(Ordering::Relaxed))
+}
+
+/// Receives until every published message has arrived (known once
+/// publishing stops), the drain time ends, or the server closes.
+async fn listen(
+    ws: Ws,
+    publishers: usize,
+    drain_secs: u64,
+    delivered: Arc<AtomicU64>,
+    final_sent: watch::Receiver<Option<Arc<Vec<u64>>>>,
+) -> Seen {
+    let Ws { mut reader, writer } = ws;
+    let mut seen = Seen {
+        received: 0,
+        lost: 0,
+        out_of_order: 0,
+        errors: 0,
+        closed: None,
+        last: None,
+        latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+    };
+    let mut next = vec![0u64; publishers];
+    let mut unreported = 0;
+    let mut expected: Option<Arc<Vec<u64>>> = None;
+    // Both futures live across the loop: polling them again is cheap, and
+    // `biased` polls them only when no frame is ready.
+    let mut watcher = final_sent.clone();
+    let stopped = async move {
+        let _ = watcher.wait_for(Option::is_some).await;
+    };
+    tokio::pin!(stopped);
+    let drain = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(drain);
+    loop {
+        if let Some(sent) = &expected {
+            if next.iter().zip(sent.iter()).all(|(n, s)| n >= s) {
+                break;
+            }
+        }
+        tokio::select! {
+            biased;
+            frame = reader.next(&writer) => match frame {
+                Some(Frame::Text(text)) => {
+                    let now = now_ns();
+                    match parse(text) {
+                        Some((p, seq, t)) if p < publishers => {
+                            if seq == next[p] {
+                                next[p] += 1;
+                                seen.received += 1;
+                            } else if seq > next[p] {
+                                seen.lost += seq - next[p];
+                                next[p] = seq + 1;
+                                seen.received += 1;
+                            } else {
+                                seen.out_of_order += 1;
+                            }
+                            let _ = seen.latency_us.record((now.saturating_sub(t) / 1000).max(1));
+                            seen.last = Some(Instant::now());
+                            unreported += 1;
+                            if unreported == 256 {
+                                delivered.fetch_add(unreported, Ordering::Relaxed);
+                                unreported = 0;
+                            }
+                        }
+                        _ => seen.errors += 1,
+                    }
+                }
+                Some(Frame::Close(code)) => {
+                    seen.closed = Some(code);
+                    break;
+                }
+                Some(Frame::Other) => {}
+                None => {
+                    seen.closed = Some(1006);
+                    break;
+                }
+            },
+            () = &mut stopped, if expected.is_none() => {
+                expected = final_sent.borrow().clone();
+                drain.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(drain_secs));
+            }
+            () = &mut drain => break,
+        }
+    }
+    delivered.fetch_add(unreported, Ordering::Relaxed);
+    writer.close().await;
+    seen
+}

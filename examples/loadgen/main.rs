@@ -1,0 +1,92 @@
+//! `wschat-loadgen`: a load generator for any WebSocket chat server that
+//! speaks the wschat protocol (a JSON text frame with `usr` and `msg` in,
+//! every message relayed to every client).
+//!
+//! ```text
+//! wschat-loadgen fanout  --url ws://127.0.0.1:8080/ --listeners 1000 --duration 10
+//! wschat-loadgen idle    --url ws://127.0.0.1:8080/ --connections 10000 --pid $SERVER_PID
+//! wschat-loadgen connect --url ws://127.0.0.1:8080/ --concurrency 50 --duration 10
+//! ```
+//!
+//! Each mode prints a progress line every second on stderr and a summary
+//! table at the end (`--json` for one JSON object instead). Give the
+//! server's PID (`--pid`) to see its CPU use and memory beside ours.
+//! Start wschat with the options a load needs: `--rate 0` (no publish
+//! limit), `--max-connections` above the connection count and, for fan-out
+//! at full speed, a `--send-queue` above `--in-flight`.
+
+mod client;
+mod connect;
+mod fanout;
+mod idle;
+mod procfs;
+mod report;
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wschat-loadgen", version, about = "Load generator for wschat-protocol chat servers")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// N listeners, P publishers: deliveries/s, latency, loss, order.
+    Fanout(fanout::FanoutArgs),
+    /// Hold N idle connections; with --pid, the server's RSS per connection.
+    Idle(idle::IdleArgs),
+    /// Connect and close as fast as possible: handshakes/s.
+    Connect(connect::ConnectArgs),
+}
+
+/// Options every mode takes.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// The server's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+    pub url: String,
+    /// Local source addresses to spread connections over (comma-separated),
+    /// past the ephemeral port limit of one address.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub sources: Vec<IpAddr>,
+    /// The server's PID, to report its CPU use and RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wschat-loadgen: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.mode {
+            Mode::Fanout(args) => fanout::run(args).await,
+            Mode::Idle(args) => idle::run(args).await,
+            Mode::Connect(args) => connect::run(args).await,
+        }
+    });
+    match result {
+        Ok(report) => {
+            report.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wschat-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
