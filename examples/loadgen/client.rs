@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpSocket;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Where to connect and from where; hands out source addresses in turn.
 pub struct Target {
@@ -25,7 +25,9 @@ impl Target {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
-        let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
         let addr = host
             .to_socket_addrs()
             .map_err(|e| format!("{url}: {e}"))?
@@ -35,7 +37,11 @@ impl Target {
             addr,
             host: host.to_owned(),
             path,
-            sources: if sources.is_empty() { vec![[127, 0, 0, 1].into()] } else { sources.to_vec() },
+            sources: if sources.is_empty() {
+                vec![[127, 0, 0, 1].into()]
+            } else {
+                sources.to_vec()
+            },
             next: AtomicUsize::new(0),
         })
     }
@@ -43,21 +49,35 @@ impl Target {
     /// Opens one WebSocket from the next source address.
     pub async fn connect(&self) -> Result<Ws, String> {
         let source = self.sources[self.next.fetch_add(1, Ordering::Relaxed) % self.sources.len()];
-        let socket = if self.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-            .map_err(|e| format!("socket: {e}"))?;
-        socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
-        let mut tcp = socket.connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let mut tcp = socket
+            .connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             self.path, self.host
         );
-        tcp.write_all(request.as_bytes()).await.map_err(|e| format!("handshake: {e}"))?;
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
         let mut buf = vec![0u8; 4096];
         let mut len = 0;
         let end = loop {
-            let n = tcp.read(&mut buf[len..]).await.map_err(|e| format!("handshake: {e}"))?;
+            let n = tcp
+                .read(&mut buf[len..])
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
             if n == 0 {
                 return Err("handshake: connection closed".into());
             }
@@ -71,14 +91,24 @@ impl Target {
         };
         let status = String::from_utf8_lossy(&buf[..end.min(32)]).into_owned();
         if !status.starts_with("HTTP/1.1 101") {
-            return Err(format!("handshake: {}", status.lines().next().unwrap_or_default()));
+            return Err(format!(
+                "handshake: {}",
+                status.lines().next().unwrap_or_default()
+            ));
         }
         let (read, write) = tcp.into_split();
         buf.copy_within(end..len, 0);
         buf.resize(READ_BUFFER, 0);
         Ok(Ws {
-            reader: Reader { read, buf, start: 0, end: len - end },
-            writer: Writer { write: Arc::new(tokio::sync::Mutex::new(write)) },
+            reader: Reader {
+                read,
+                buf,
+                start: 0,
+                end: len - end,
+            },
+            writer: Writer {
+                write: Arc::new(tokio::sync::Mutex::new(write)),
+            },
         })
     }
 }
@@ -119,7 +149,10 @@ impl Reader {
                 match opcode {
                     0x1 => return Some(Frame::Text(&self.buf[body])),
                     0x8 => {
-                        let code = self.buf.get(body.start..body.start + 2).map_or(1005, |b| u16::from_be_bytes([b[0], b[1]]));
+                        let code = self
+                            .buf
+                            .get(body.start..body.start + 2)
+                            .map_or(1005, |b| u16::from_be_bytes([b[0], b[1]]));
                         return Some(Frame::Close(code));
                     }
                     0x9 => {
@@ -168,7 +201,10 @@ fn header(b: &[u8]) -> Option<(u8, (usize, usize), ())> {
     let masked = b[1] & 0x80 != 0;
     let (len, mut at) = match b[1] & 0x7f {
         126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
-        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize, 10),
+        127 => (
+            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     if masked {
@@ -225,7 +261,11 @@ fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 }
 
 /// Opens `n` connections, at most `concurrency` at a time.
-pub async fn connect_many(target: &Arc<Target>, n: usize, concurrency: usize) -> Result<Vec<Ws>, String> {
+pub async fn connect_many(
+    target: &Arc<Target>,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<Ws>, String> {
     use futures_util::StreamExt;
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
         .map(|_| {

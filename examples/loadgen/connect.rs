@@ -37,7 +37,11 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let now = ok.load(Ordering::Relaxed);
-                eprintln!("[{:>4.0}s] handshakes {now:>10}  ({:>8}/s)", start.elapsed().as_secs_f64(), now - last);
+                eprintln!(
+                    "[{:>4.0}s] handshakes {now:>10}  ({:>8}/s)",
+                    start.elapsed().as_secs_f64(),
+                    now - last
+                );
                 last = now;
             }
         })

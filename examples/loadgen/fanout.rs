@@ -56,7 +56,9 @@ struct Seen {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Publisher id, sequence number and send time of one relayed frame.
@@ -82,13 +84,18 @@ fn number(text: &[u8]) -> Option<(u64, &[u8])> {
     if digits == 0 || digits > 19 {
         return None;
     }
-    let value = text[..digits].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let value = text[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some((value, &text[digits..]))
 }
 
 pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let target = Arc::new(Target::new(&args.common.url, &args.common.sources)?);
-    eprintln!("connecting {} listeners and {} publishers…", args.listeners, args.publishers);
+    eprintln!(
+        "connecting {} listeners and {} publishers…",
+        args.listeners, args.publishers
+    );
     let listeners = connect_many(&target, args.listeners, 200).await?;
     let publishers = connect_many(&target, args.publishers.max(1), 50).await?;
     let p = publishers.len();
@@ -100,7 +107,13 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
 
     let mut listener_tasks = Vec::with_capacity(listeners.len());
     for ws in listeners {
-        listener_tasks.push(tokio::spawn(listen(ws, p, args.drain, delivered.clone(), final_rx.clone())));
+        listener_tasks.push(tokio::spawn(listen(
+            ws,
+            p,
+            args.drain,
+            delivered.clone(),
+            final_rx.clone(),
+        )));
     }
     let cpu = CpuMeter::start(args.common.pid);
     let start = Instant::now();
@@ -120,7 +133,11 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
         )));
     }
     let stop_progress = Arc::new(AtomicBool::new(false));
-    let progress = tokio::spawn(progress_line(delivered.clone(), sent_total.clone(), stop_progress.clone()));
+    let progress = tokio::spawn(progress_line(
+        delivered.clone(),
+        sent_total.clone(),
+        stop_progress.clone(),
+    ));
 
     let mut sent = Vec::with_capacity(p);
     let mut publisher_errors = 0;
@@ -145,7 +162,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let (own_cpu, server_cpu) = cpu.stop();
 
     let sent_sum: u64 = sent.iter().sum();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0;
     let (mut lost, mut out_of_order, mut errors, mut dropped) = (0, 0, 0, 0);
     let mut last = start;
@@ -217,7 +235,8 @@ async fn publish(
     let errors = Arc::new(AtomicU64::new(0));
     let wake = Arc::new(Notify::new());
     let reader = {
-        let (echoed, errors, wake, writer) = (echoed.clone(), errors.clone(), wake.clone(), writer.clone());
+        let (echoed, errors, wake, writer) =
+            (echoed.clone(), errors.clone(), wake.clone(), writer.clone());
         tokio::spawn(async move {
             while let Some(frame) = reader.next(&writer).await {
                 match frame {
@@ -313,10 +332,10 @@ async fn listen(
     let drain = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
     tokio::pin!(drain);
     loop {
-        if let Some(sent) = &expected {
-            if next.iter().zip(sent.iter()).all(|(n, s)| n >= s) {
-                break;
-            }
+        if let Some(sent) = &expected
+            && next.iter().zip(sent.iter()).all(|(n, s)| n >= s)
+        {
+            break;
         }
         tokio::select! {
             biased;

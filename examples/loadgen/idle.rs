@@ -33,12 +33,18 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     let start = Instant::now();
     let held = connect_many(&target, args.connections, args.concurrency).await?;
     let connect_secs = start.elapsed().as_secs_f64();
-    eprintln!("{} connections open after {connect_secs:.1} s; holding {} s…", held.len(), args.hold);
+    eprintln!(
+        "{} connections open after {connect_secs:.1} s; holding {} s…",
+        held.len(),
+        args.hold
+    );
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let after = pid.and_then(rss_kib);
     let (own_cpu, server_cpu) = cpu.stop();
     let per_conn = match (before, after) {
-        (Some(b), Some(a)) => Some(round1(a.saturating_sub(b) as f64 / held.len().max(1) as f64)),
+        (Some(b), Some(a)) => Some(round1(
+            a.saturating_sub(b) as f64 / held.len().max(1) as f64,
+        )),
         _ => None,
     };
     let mut report = Report::new("idle", args.common.json);

@@ -28,7 +28,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wschat-loadgen", version, about = "Load generator for wschat-protocol chat servers")]
+#[command(
+    name = "wschat-loadgen",
+    version,
+    about = "Load generator for wschat-protocol chat servers"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,

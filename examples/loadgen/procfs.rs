@@ -42,9 +42,9 @@ impl CpuMeter {
     pub fn stop(&self) -> (f64, Option<f64>) {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let own = (cpu_seconds("self").unwrap_or(0.0) - self.own) / wall * 100.0;
-        let server = self
-            .server
-            .and_then(|(pid, before)| Some((cpu_seconds(&pid.to_string())? - before) / wall * 100.0));
+        let server = self.server.and_then(|(pid, before)| {
+            Some((cpu_seconds(&pid.to_string())? - before) / wall * 100.0)
+        });
         (own, server)
     }
 }

@@ -11,7 +11,11 @@ pub struct Report {
 
 impl Report {
     pub fn new(mode: &'static str, json: bool) -> Self {
-        Report { mode, json, rows: Vec::new() }
+        Report {
+            mode,
+            json,
+            rows: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, name: &'static str, value: impl Into<Value>) -> &mut Self {

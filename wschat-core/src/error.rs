@@ -83,7 +83,8 @@ impl PublishError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum RecvError {
-    /// The member's queue filled up; the room dropped it rather than wait.
+    /// The member fell so far behind that messages it had not read were
+    /// dropped; the transport should close it rather than skip them.
     #[error("too slow: the send queue is full")]
     TooSlow,
     /// The room was closed (the server is shutting down).

@@ -1,22 +1,21 @@
 //! The [`Room`]: members, ordering, fan-out and history.
 //!
 //! A published frame is parsed, authorized, stamped, rendered once and
-//! appended to the log; only then is the same [`Frame`] pushed to every
-//! member's bounded queue, all under one lock, so every member sees one
-//! order. The room never waits for a member: one whose queue is full is
-//! dropped and told it was too slow. Writing to sockets is the transport's
+//! appended to the log; only then is it put in the room's ring of recent
+//! messages, all under one lock, so every member sees one order. Members
+//! read the ring at their own pace ("fan-out follows the log"): publishing
+//! costs the same for ten members or ten thousand, and the room never waits
+//! for anyone. A member that falls a whole ring behind has lost messages,
+//! and is told it was too slow. Writing to sockets is the transport's
 //! business, outside the lock.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use slab::Slab;
-use tokio::sync::Notify;
-use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
+use tokio::sync::broadcast::{self, error::RecvError as RingError, error::TryRecvError};
 
 use crate::clock::{Clock, SystemClock, format_tim};
 use crate::error::{LogError, PublishError, RecvError};
@@ -66,8 +65,8 @@ impl RoomConfig {
         self
     }
 
-    /// How many messages may wait for a member before it counts as too slow
-    /// (at least one).
+    /// How many messages a member may fall behind before it counts as too
+    /// slow: the size of the room's ring, rounded up to a power of two.
     pub fn send_queue(mut self, n: usize) -> Self {
         self.send_queue = n.max(1);
         self
@@ -115,25 +114,10 @@ struct Shared {
 }
 
 struct State {
-    members: Slab<Slot>,
-    next_id: u64,
+    /// `None` once the room is closed.
+    ring: Option<broadcast::Sender<Frame>>,
     history: VecDeque<Frame>,
     last_tim: DateTime<Utc>,
-    closed: bool,
-}
-
-/// The room's end of a member's queue.
-struct Slot {
-    id: u64,
-    tx: mpsc::Sender<Frame>,
-    signal: Arc<Signal>,
-}
-
-/// Tells a member it was dropped, even while it is busy writing.
-#[derive(Default)]
-struct Signal {
-    too_slow: AtomicBool,
-    notify: Notify,
 }
 
 impl Room {
@@ -175,6 +159,7 @@ impl Room {
         log: Arc<dyn Log>,
         recent: Vec<Frame>,
     ) -> Self {
+        let ring = broadcast::channel(config.send_queue).0;
         let mut history: VecDeque<Frame> = recent.into();
         while history.len() > config.history {
             history.pop_front();
@@ -182,53 +167,39 @@ impl Room {
         Room {
             shared: Arc::new(Shared {
                 jwt: config.jwt.clone().map(Jwt::new),
-                config,
                 clock,
                 log,
+                config,
                 state: Mutex::new(State {
-                    members: Slab::new(),
-                    next_id: 0,
+                    ring: Some(ring),
                     history,
                     last_tim: DateTime::<Utc>::MIN_UTC,
-                    closed: false,
                 }),
             }),
         }
     }
 
-    /// Adds a member. Its queue starts with the history, so it sees the
-    /// replay and then every message relayed after this call, with no gap
-    /// and no duplicate.
+    /// Adds a member. It receives the history, then every message relayed
+    /// after this call, with no gap and no duplicate.
     pub fn join(&self) -> Member {
-        let mut state = self.lock();
-        let (tx, rx) = mpsc::channel(self.shared.config.send_queue + state.history.len());
-        for frame in &state.history {
-            // The queue has room for the whole history.
-            let _ = tx.try_send(frame.clone());
-        }
-        let signal = Arc::new(Signal::default());
-        let id = state.next_id;
-        state.next_id += 1;
-        let key = if state.closed {
-            None
-        } else {
-            Some(state.members.insert(Slot {
-                id,
-                tx,
-                signal: signal.clone(),
-            }))
+        let state = self.lock();
+        let ring = match &state.ring {
+            Some(ring) => ring.subscribe(),
+            // Closed: a receiver whose sender is already gone.
+            None => broadcast::channel(1).1,
         };
+        let replay: Vec<Frame> = state.history.iter().cloned().collect();
         drop(state);
         Member {
-            room: self.clone(),
-            slot: key.map(|k| (k, id)),
-            rx,
-            signal,
+            replay: replay.into_iter(),
+            ring,
+            too_slow: false,
             bucket: self
                 .shared
                 .config
                 .rate_limit
                 .map(|limit| TokenBucket::new(limit, Instant::now())),
+            room: self.clone(),
         }
     }
 
@@ -267,23 +238,19 @@ impl Room {
             }
             state.history.push_back(out.clone());
         }
-        state
-            .members
-            .retain(|_, slot| match slot.tx.try_send(out.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    slot.signal.too_slow.store(true, Ordering::Release);
-                    slot.signal.notify.notify_one();
-                    false
-                }
-                Err(TrySendError::Closed(_)) => false,
-            });
+        if let Some(ring) = &state.ring {
+            // Fails only when nobody is listening.
+            let _ = ring.send(out.clone());
+        }
         Ok(out)
     }
 
     /// How many members are joined.
     pub fn members(&self) -> usize {
-        self.lock().members.len()
+        self.lock()
+            .ring
+            .as_ref()
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     /// The history a joining member would get now, oldest first.
@@ -305,9 +272,7 @@ impl Room {
     /// # });
     /// ```
     pub fn close(&self) {
-        let mut state = self.lock();
-        state.closed = true;
-        state.members.clear();
+        self.lock().ring = None;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -325,34 +290,38 @@ impl fmt::Debug for Room {
     }
 }
 
-/// One member of a room: its queue of frames to deliver and its publish
-/// rate. Dropping it leaves the room.
+/// One member of a room: its place in the room's ring of messages and its
+/// publish rate. Dropping it leaves the room.
 pub struct Member {
     room: Room,
-    /// Slab key and id; `None` when the room was closed at join.
-    slot: Option<(usize, u64)>,
-    rx: mpsc::Receiver<Frame>,
-    signal: Arc<Signal>,
+    /// History still to deliver, before the ring.
+    replay: std::vec::IntoIter<Frame>,
+    ring: broadcast::Receiver<Frame>,
+    too_slow: bool,
     bucket: Option<TokenBucket>,
 }
 
 impl Member {
     /// The next frame for this member, waiting for one.
     ///
-    /// Fails at once with [`RecvError::TooSlow`] once the room has dropped
-    /// the member, even with frames still queued: they are stale by then.
+    /// Fails with [`RecvError::TooSlow`] once the member has fallen a whole
+    /// ring behind (messages it has not read were overwritten), and with
+    /// [`RecvError::Closed`] after [`Room::close`] once the rest is read.
     pub async fn recv(&mut self) -> Result<Frame, RecvError> {
-        if self.is_too_slow() {
+        if let Some(frame) = self.replay.next() {
+            return Ok(frame);
+        }
+        if self.too_slow {
             return Err(RecvError::TooSlow);
         }
-        match self.rx.recv().await {
-            Some(frame) => Ok(frame),
-            None if self.is_too_slow() => Err(RecvError::TooSlow),
-            None => Err(RecvError::Closed),
+        match self.ring.recv().await {
+            Ok(frame) => Ok(frame),
+            Err(RingError::Lagged(_)) => self.fail_too_slow(),
+            Err(RingError::Closed) => Err(RecvError::Closed),
         }
     }
 
-    /// The next frame if one is queued, without waiting: lets a transport
+    /// The next frame if one is ready, without waiting: lets a transport
     /// write everything queued before one flush.
     ///
     /// ```
@@ -365,40 +334,43 @@ impl Member {
     /// assert!(m.try_recv().unwrap().is_some());
     /// ```
     pub fn try_recv(&mut self) -> Result<Option<Frame>, RecvError> {
-        if self.is_too_slow() {
+        if let Some(frame) = self.replay.next() {
+            return Ok(Some(frame));
+        }
+        if self.too_slow {
             return Err(RecvError::TooSlow);
         }
-        match self.rx.try_recv() {
+        match self.ring.try_recv() {
             Ok(frame) => Ok(Some(frame)),
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) if self.is_too_slow() => Err(RecvError::TooSlow),
-            Err(TryRecvError::Disconnected) => Err(RecvError::Closed),
+            Err(TryRecvError::Lagged(_)) => self.fail_too_slow(),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
         }
     }
 
-    /// Resolves once the room has dropped this member as too slow, so a
-    /// transport blocked writing to a stalled peer can give up. The future
-    /// does not borrow the member, so it can race a write that does.
+    /// Whether the member has fallen so far behind that it has lost
+    /// messages. Cheap, and takes `&self`, so a transport blocked writing to
+    /// a stalled peer can check it now and then and give up.
     ///
     /// ```
     /// use wschat_core::{Room, RoomConfig};
     ///
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let room = Room::new(RoomConfig::default().send_queue(1));
+    /// let room = Room::new(RoomConfig::default().send_queue(2));
     /// let slow = room.join();
-    /// let dropped = slow.dropped();
-    /// room.publish(r#"{"usr":"a","msg":"1"}"#).unwrap();
-    /// room.publish(r#"{"usr":"a","msg":"2"}"#).unwrap();
-    /// dropped.await;
-    /// # });
+    /// for _ in 0..2 {
+    ///     room.publish(r#"{"usr":"a","msg":"m"}"#).unwrap();
+    /// }
+    /// assert!(!slow.is_too_slow());
+    /// room.publish(r#"{"usr":"a","msg":"m"}"#).unwrap();
+    /// assert!(slow.is_too_slow());
     /// ```
-    pub fn dropped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let signal = self.signal.clone();
-        async move {
-            while !signal.too_slow.load(Ordering::Acquire) {
-                signal.notify.notified().await;
-            }
-        }
+    pub fn is_too_slow(&self) -> bool {
+        self.too_slow || self.ring.len() > self.room.shared.config.send_queue.next_power_of_two()
+    }
+
+    fn fail_too_slow<T>(&mut self) -> Result<T, RecvError> {
+        self.too_slow = true;
+        Err(RecvError::TooSlow)
     }
 
     /// Publishes a raw text frame from this member: counts against its rate
@@ -427,28 +399,12 @@ impl Member {
             _ => Ok(()),
         }
     }
-
-    fn is_too_slow(&self) -> bool {
-        self.signal.too_slow.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Some((key, id)) = self.slot {
-            let mut state = self.room.lock();
-            // The key may have been reused after the room dropped us.
-            if state.members.get(key).is_some_and(|slot| slot.id == id) {
-                state.members.remove(key);
-            }
-        }
-    }
 }
 
 impl fmt::Debug for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Member")
-            .field("slot", &self.slot)
+            .field("too_slow", &self.too_slow)
             .finish_non_exhaustive()
     }
 }
@@ -529,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_that_member_only() {
+    fn falling_a_ring_behind_is_too_slow_for_that_member_only() {
         let room = Room::new(unlimited().send_queue(2));
         let mut slow = room.join();
         let mut fast = room.join();
@@ -537,21 +493,20 @@ mod tests {
             room.publish(HI).unwrap();
             assert_eq!(drain(&mut fast).len(), 1);
         }
+        assert!(slow.is_too_slow() && !fast.is_too_slow());
         assert_eq!(slow.try_recv(), Err(RecvError::TooSlow));
-        assert_eq!(room.members(), 1);
-        drop(slow);
-        assert_eq!(room.members(), 1, "the dropped member's slot stays gone");
+        assert_eq!(slow.try_recv(), Err(RecvError::TooSlow), "and stays so");
     }
 
     #[test]
-    fn a_reused_slot_is_not_removed_by_the_old_member() {
-        let room = Room::new(unlimited().send_queue(1));
-        let slow = room.join();
-        room.publish(HI).unwrap();
-        room.publish(HI).unwrap();
-        let _newcomer = room.join();
-        drop(slow);
-        assert_eq!(room.members(), 1);
+    fn history_larger_than_the_ring_is_replayed_whole() {
+        let room = Room::new(unlimited().history(10).send_queue(2));
+        for _ in 0..10 {
+            room.publish(HI).unwrap();
+        }
+        let mut m = room.join();
+        assert_eq!(drain(&mut m).len(), 10);
+        assert!(!m.is_too_slow());
     }
 
     #[test]

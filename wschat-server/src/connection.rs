@@ -78,11 +78,10 @@ where
             }
             delivery = member.recv() => match delivery {
                 Ok(frame) => {
-                    let dropped = member.dropped();
                     // Boxed, like every write below: an idle connection's
                     // task then holds only the small waiting state.
                     let written = Box::pin(write_queued(&mut ws, &mut member, frame, metrics));
-                    if let Err(ended) = unless_dropped(dropped, written, metrics).await {
+                    if let Err(ended) = written.await {
                         break ended;
                     }
                 }
@@ -126,8 +125,8 @@ where
                 };
                 if let Some(err) = reply {
                     metrics.rejected(err.code());
-                    let sent = Box::pin(send(&mut ws, text_message(err.to_frame())));
-                    if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
+                    let sent = ws.send(text_message(err.to_frame()));
+                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
                         break ended;
                     }
                 }
@@ -139,8 +138,8 @@ where
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
-                    let sent = Box::pin(send(&mut ws, Message::Ping(Default::default())));
-                    if let Err(ended) = unless_dropped(member.dropped(), sent, metrics).await {
+                    let sent = ws.send(Message::Ping(Default::default()));
+                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
                         break ended;
                     }
                 }
@@ -169,7 +168,7 @@ where
     let mut bytes = 0;
     while let Some(frame) = next {
         bytes += frame.len();
-        ws.feed(text_message(frame)).await.map_err(Ended::Error)?;
+        unless_stalled(ws.feed(text_message(frame)), member, metrics).await?;
         next = match member.try_recv() {
             Ok(next) => next,
             Err(RecvError::TooSlow) => return Err(too_slow(metrics)),
@@ -177,27 +176,33 @@ where
         };
     }
     metrics.sent(bytes);
-    ws.flush().await.map_err(Ended::Error)
+    unless_stalled(ws.flush(), member, metrics).await
 }
 
-/// Sends one message and flushes it.
-async fn send<S>(ws: &mut WebSocketStream<S>, message: Message) -> Result<(), Ended>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    ws.send(message).await.map_err(Ended::Error)
-}
+/// How often a blocked write checks whether its member fell too far behind.
+const STALL_CHECK: Duration = Duration::from_millis(200);
 
-/// Runs a write unless the room drops the member first: a peer that stopped
-/// reading blocks writes, and must not hold its task forever.
-async fn unless_dropped(
-    dropped: impl Future<Output = ()>,
-    write: impl Future<Output = Result<(), Ended>>,
+/// Runs a write unless the member falls a whole ring behind first: a peer
+/// that stopped reading blocks writes, and must not hold its task forever.
+/// The check only starts (and arms a timer) if the write does not finish
+/// at once.
+async fn unless_stalled(
+    write: impl Future<Output = Result<(), WsError>>,
+    member: &Member,
     metrics: &Metrics,
 ) -> Result<(), Ended> {
+    let stalled = async {
+        loop {
+            tokio::time::sleep(STALL_CHECK).await;
+            if member.is_too_slow() {
+                return;
+            }
+        }
+    };
     tokio::select! {
-        written = write => written,
-        _ = dropped => Err(too_slow(metrics)),
+        biased;
+        written = write => written.map_err(Ended::Error),
+        () = stalled => Err(too_slow(metrics)),
     }
 }
 

@@ -136,11 +136,12 @@ async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// tungstenite's buffers and limits for one connection. The read buffer
-/// is allocated up front for every connection, so it is small: chat frames
-/// are small, and a large one is read in several calls.
+/// is allocated up front for every connection, so it is small (256 bytes:
+/// 1 KiB cost 0.7 KiB more per idle connection); chat frames are small,
+/// and a large one is read in several calls.
 fn ws_config(options: &Options) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(options.max_message_bytes))
         .max_frame_size(Some(options.max_message_bytes))
