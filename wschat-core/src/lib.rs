@@ -38,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+mod archive;
 mod clock;
 mod error;
 mod frame;
@@ -47,6 +48,7 @@ mod message;
 mod rate;
 mod room;
 
+pub use archive::Archive;
 pub use clock::{Clock, ManualClock, SystemClock, format_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;

@@ -11,9 +11,11 @@ use crate::frame::Frame;
 
 /// Storage the room writes every relayed message to, in relay order.
 ///
-/// `append` runs while the room is ordering messages, so it should be quick
-/// or batch. An error makes the publish fail with `unavailable` and nothing
-/// is relayed.
+/// The room calls `append` with every message stamped since the last call
+/// (group commit: while one batch is being written, the next one gathers),
+/// one call at a time, and relays a batch only once `append` has returned
+/// `Ok`. An error makes each message of the batch fail with `unavailable`;
+/// none of them is relayed.
 ///
 /// ```
 /// use std::sync::Mutex;
@@ -45,6 +47,12 @@ pub trait Log: Send + Sync {
     /// The last `n` stored messages, oldest first, to fill the history at
     /// start.
     fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError>;
+
+    /// Reopens the storage by name (after log rotation renamed it); the
+    /// default does nothing.
+    fn reopen(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// The default log: stores nothing; the room's history ring is all there is.

@@ -9,7 +9,7 @@
 //! and is told it was too slow. Writing to sockets is the transport's
 //! business, outside the lock.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -110,14 +110,28 @@ struct Shared {
     jwt: Option<Jwt>,
     clock: Arc<dyn Clock>,
     log: Arc<dyn Log>,
+    /// Taken first, briefly: stamps and queues a message for the log.
+    order: Mutex<Order>,
+    /// Taken second, while a batch is written: the log's output.
     state: Mutex<State>,
 }
 
+/// Messages stamped, in order, and not yet handed to the log.
+struct Order {
+    last_tim: DateTime<Utc>,
+    next_seq: u64,
+    pending: Vec<(u64, Frame)>,
+}
+
+/// What the log has committed: the ring members read and the history.
 struct State {
     /// `None` once the room is closed.
     ring: Option<broadcast::Sender<Frame>>,
     history: VecDeque<Frame>,
-    last_tim: DateTime<Utc>,
+    /// Every message numbered below this has been written (or has failed).
+    committed: u64,
+    /// Why the log refused messages whose publishers have not looked yet.
+    failed: HashMap<u64, LogError>,
 }
 
 impl Room {
@@ -170,10 +184,16 @@ impl Room {
                 clock,
                 log,
                 config,
+                order: Mutex::new(Order {
+                    last_tim: DateTime::<Utc>::MIN_UTC,
+                    next_seq: 0,
+                    pending: Vec::new(),
+                }),
                 state: Mutex::new(State {
                     ring: Some(ring),
                     history,
-                    last_tim: DateTime::<Utc>::MIN_UTC,
+                    committed: 0,
+                    failed: HashMap::new(),
                 }),
             }),
         }
@@ -218,31 +238,70 @@ impl Room {
         if let Some(jwt) = &self.shared.jwt {
             jwt.authorize(&message)?;
         }
+        let (seq, out) = {
+            let mut order = lock(&self.shared.order);
+            let tim = self
+                .shared
+                .clock
+                .now()
+                .max(order.last_tim + TimeDelta::nanoseconds(1));
+            order.last_tim = tim;
+            let out = Frame::from(message.render(&format_tim(tim)));
+            let seq = order.next_seq;
+            order.next_seq += 1;
+            order.pending.push((seq, out.clone()));
+            (seq, out)
+        };
+        // Group commit: whoever holds the state lock writes every message
+        // stamped so far in one batch; the others find theirs written.
         let mut state = self.lock();
-        let tim = self
-            .shared
-            .clock
-            .now()
-            .max(state.last_tim + TimeDelta::nanoseconds(1));
-        let out = Frame::from(message.render(&format_tim(tim)));
-        self.shared
-            .log
-            .append(std::slice::from_ref(&out))
-            .map_err(|e| {
-                PublishError::Unavailable(format!("cannot relay now ({e}); try again later"))
-            })?;
-        state.last_tim = tim;
-        if self.shared.config.history > 0 {
-            if state.history.len() == self.shared.config.history {
-                state.history.pop_front();
+        if state.committed <= seq {
+            self.commit(&mut state);
+        }
+        match state.failed.remove(&seq) {
+            None => Ok(out),
+            Some(e) => Err(PublishError::Unavailable(format!(
+                "cannot relay now ({e}); try again later"
+            ))),
+        }
+    }
+
+    /// Writes every pending message to the log, then relays them in order.
+    fn commit(&self, state: &mut State) {
+        let batch = std::mem::take(&mut lock(&self.shared.order).pending);
+        let Some(&(last, _)) = batch.last() else {
+            return;
+        };
+        let frames: Vec<Frame> = batch.into_iter().map(|(_, frame)| frame).collect();
+        match self.shared.log.append(&frames) {
+            Ok(()) => {
+                for frame in frames {
+                    if self.shared.config.history > 0 {
+                        if state.history.len() == self.shared.config.history {
+                            state.history.pop_front();
+                        }
+                        state.history.push_back(frame.clone());
+                    }
+                    if let Some(ring) = &state.ring {
+                        // Fails only when nobody is listening.
+                        let _ = ring.send(frame);
+                    }
+                }
             }
-            state.history.push_back(out.clone());
+            Err(e) => {
+                let first = last + 1 - frames.len() as u64;
+                state
+                    .failed
+                    .extend((first..=last).map(|seq| (seq, e.clone())));
+            }
         }
-        if let Some(ring) = &state.ring {
-            // Fails only when nobody is listening.
-            let _ = ring.send(out.clone());
-        }
-        Ok(out)
+        state.committed = last + 1;
+    }
+
+    /// Reopens the log by name, for log rotation (SIGHUP).
+    pub fn reopen_log(&self) -> Result<(), LogError> {
+        let _state = self.lock();
+        self.shared.log.reopen()
     }
 
     /// How many members are joined.
@@ -276,10 +335,14 @@ impl Room {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave the state half-updated in a way
-        // that matters more than stopping the whole room would.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.state)
     }
+}
+
+/// Locks, ignoring poisoning: a panic elsewhere cannot leave the room
+/// half-updated in a way that matters more than stopping it would.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for Room {
@@ -536,6 +599,52 @@ mod tests {
             drain(&mut m).len(),
             1,
             "only the history loaded from the log"
+        );
+    }
+
+    #[test]
+    fn concurrent_publishers_are_committed_in_stamp_order_in_batches() {
+        #[derive(Default)]
+        struct Batches(Mutex<Vec<usize>>);
+        impl Log for Batches {
+            fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                self.0.lock().unwrap().push(frames.len());
+                Ok(())
+            }
+            fn recent(&self, _: usize) -> Result<Vec<Frame>, LogError> {
+                Ok(Vec::new())
+            }
+        }
+        let log = Arc::new(Batches::default());
+        let room = Room::with_log(unlimited(), log.clone()).unwrap();
+        let mut m = room.join();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let room = room.clone();
+                s.spawn(move || {
+                    for i in 0..25 {
+                        room.publish(&format!(r#"{{"usr":"t{t}","msg":"{i}"}}"#))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let seen = drain(&mut m);
+        assert_eq!(seen.len(), 100);
+        let tims: Vec<String> = seen
+            .iter()
+            .map(|f| f.as_str().split("\"tim\":\"").nth(1).unwrap().to_owned())
+            .collect();
+        assert!(
+            tims.windows(2).all(|w| w[0] < w[1]),
+            "relayed in stamp order"
+        );
+        let batches = log.0.lock().unwrap();
+        assert_eq!(batches.iter().sum::<usize>(), 100);
+        assert!(
+            batches.len() < 100,
+            "some batches held several messages: {batches:?}"
         );
     }
 

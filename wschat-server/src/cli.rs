@@ -83,6 +83,15 @@ pub struct Options {
     #[arg(long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
     pub history: usize,
 
+    /// Append every relayed message to FILE (JSON Lines) before relaying
+    /// it; the history is loaded from it at start.
+    #[arg(long, env = "WSCHAT_ARCHIVE", value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+
+    /// Sync the archive to disk before relaying each batch.
+    #[arg(long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archive")]
+    pub archive_fsync: bool,
+
     /// Larger frames or messages close the connection with 1009.
     #[arg(
         long,

@@ -124,7 +124,7 @@ where
                     Some(Ok(_)) => None,
                 };
                 if let Some(err) = reply {
-                    metrics.rejected(err.code());
+                    metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
                     if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
                         break ended;

@@ -10,6 +10,7 @@ pub mod cli;
 mod connection;
 mod http;
 mod metrics;
+mod rotate;
 pub mod shutdown;
 
 use std::future::Future;
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
-use wschat_core::Room;
+use wschat_core::{Archive, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
 
@@ -45,6 +46,29 @@ pub enum ServerError {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The archive could not be opened or read.
+    #[error("archive {}", .0.to_string().trim_start_matches("log: "))]
+    Archive(#[source] LogError),
+}
+
+/// The room the options describe, with its archive if one is configured.
+fn build_room(options: &Options) -> Result<Room, ServerError> {
+    let Some(path) = &options.archive else {
+        return Ok(Room::new(options.room_config()));
+    };
+    let archive =
+        Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
+    let room =
+        Room::with_log(options.room_config(), archive.clone()).map_err(ServerError::Archive)?;
+    if archive.skipped_lines() > 0 {
+        warn!(
+            path = %path.display(),
+            skipped = archive.skipped_lines(),
+            "skipped archive lines that are not JSON objects (a torn last line after a crash?)"
+        );
+    }
+    info!(path = %path.display(), fsync = options.archive_fsync, history = room.history().len(), "archive open");
+    Ok(room)
 }
 
 /// Serves `listener` with `options` until `shutdown` resolves; then stops
@@ -56,7 +80,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    let room = Room::new(options.room_config());
+    let room = build_room(&options)?;
+    if options.archive.is_some() {
+        tokio::spawn(rotate::reopen_on_hangup(room.clone()));
+    }
     let (stop, stopped) = watch::channel(false);
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
     let app = Arc::new(App {

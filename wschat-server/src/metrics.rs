@@ -4,7 +4,7 @@
 //! Counters are atomics; connection tasks add per write batch, not per
 //! delivery, so the hot path does not contend on one cache line.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use wschat_core::PublishError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
@@ -29,6 +30,9 @@ pub(crate) struct Metrics {
     bytes_sent: Counter<u64, AtomicU64>,
     dropped_slow: Counter<u64, AtomicU64>,
     history: Gauge<i64, AtomicI64>,
+    /// Whether the last publish failed as `unavailable`, so the log says
+    /// so once per change, not once per message.
+    unavailable: AtomicBool,
 }
 
 impl Metrics {
@@ -42,6 +46,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             dropped_slow: Counter::default(),
             history: Gauge::default(),
+            unavailable: AtomicBool::new(false),
             registry: Registry::default(),
         };
         registry.register(
@@ -99,10 +104,22 @@ impl Metrics {
 
     pub(crate) fn relayed(&self) {
         self.relayed.inc();
+        if self.unavailable.load(Ordering::Relaxed)
+            && self.unavailable.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("relaying again");
+        }
     }
 
-    pub(crate) fn rejected(&self, code: &'static str) {
-        self.rejected.get_or_create(&CodeLabel { code }).inc();
+    pub(crate) fn rejected(&self, error: &PublishError) {
+        if let PublishError::Unavailable(reason) = error
+            && !self.unavailable.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(%reason, "cannot relay: publishing answers unavailable until this clears");
+        }
+        self.rejected
+            .get_or_create(&CodeLabel { code: error.code() })
+            .inc();
     }
 
     pub(crate) fn sent(&self, bytes: usize) {

@@ -1,0 +1,250 @@
+//! The archive (contract section 8): written before relay, read back at
+//! start, robust to torn lines, rotated by SIGHUP, failing loudly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, chat};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wschat-archive-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn lines(path: &PathBuf) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The binary on a free port; returns it and its address.
+fn spawn_server(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+        .args(["--listen", "127.0.0.1:0", "--rate", "0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("JWT_SECRET")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split('/').next().unwrap().to_owned();
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not start: {line}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
+    let path = temp_path("kill.jsonl");
+    let archive = path.to_str().unwrap();
+    let (mut child, addr) = spawn_server(&["--archive", archive, "--archive-fsync"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let received: Vec<String> = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for i in 0..50 {
+            ws.send(Message::text(chat("a", &i.to_string())))
+                .await
+                .unwrap();
+        }
+        while got.len() < 50 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                got.push(t.to_string());
+            }
+        }
+        got
+    });
+    signal(&child, "-KILL");
+    let _ = child.wait();
+    let on_disk = lines(&path);
+    for text in &received {
+        assert!(on_disk.contains(text), "received but not archived: {text}");
+    }
+    assert_eq!(on_disk[..], received[..], "same bytes, same order");
+
+    let (mut child, addr) = spawn_server(&["--archive", archive, "--history", "5"]);
+    let replay = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                got.push(t.to_string());
+            }
+        }
+        got
+    });
+    assert_eq!(replay[..], received[45..]);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_skipped() {
+    let path = temp_path("torn.jsonl");
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(
+        file,
+        r#"{{"usr":"a","msg":"whole","tim":"2020-01-01T00:00:00.000000000Z"}}"#
+    )
+    .unwrap();
+    write!(file, r#"{{"usr":"a","msg":"cut sh"#).unwrap();
+    drop(file);
+    let server = TestServer::start(&["--archive", path.to_str().unwrap(), "--history", "10"]).await;
+    let mut c = server.client().await;
+    assert_eq!(c.recv().await["msg"], "whole");
+    c.send(&chat("a", "next")).await;
+    assert_eq!(c.recv().await["msg"], "next");
+    server.stop().await;
+    let on_disk = lines(&path);
+    assert_eq!(on_disk.len(), 3);
+    assert!(
+        on_disk[2].contains("\"next\""),
+        "a new message starts its own line: {on_disk:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_1_gb_archive_loads_its_last_lines_quickly() {
+    let path = temp_path("big.jsonl");
+    let file = std::fs::File::create(&path).unwrap();
+    // Sparse: a gigabyte of file that takes no disk, then real lines.
+    file.set_len(1 << 30).unwrap();
+    drop(file);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writeln!(file).unwrap();
+    for i in 0..1000 {
+        writeln!(
+            file,
+            r#"{{"usr":"a","msg":"{i}","tim":"2020-01-01T00:00:00.000000000Z"}}"#
+        )
+        .unwrap();
+    }
+    drop(file);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let start = Instant::now();
+    let server =
+        TestServer::start(&["--archive", path.to_str().unwrap(), "--history", "100"]).await;
+    let mut c = server.client().await;
+    let first = c.recv().await;
+    let took = start.elapsed();
+    println!("archive of {size} bytes: first history message after {took:?}");
+    assert_eq!(first["msg"], "900");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    server.stop().await;
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn sighup_after_a_rename_writes_a_new_file() {
+    let path = temp_path("rotate.jsonl");
+    let rotated = temp_path("rotate.jsonl.1");
+    let (mut child, addr) = spawn_server(&["--archive", path.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let publish = |text: &'static str| {
+        rt.block_on(async {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+                .await
+                .unwrap();
+            ws.send(Message::text(chat("a", text))).await.unwrap();
+            loop {
+                if let Some(Ok(Message::Text(_))) = ws.next().await {
+                    break;
+                }
+            }
+        })
+    };
+    publish("before");
+    std::fs::rename(&path, &rotated).unwrap();
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no new file after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publish("after");
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    assert!(lines(&rotated).len() == 1 && lines(&rotated)[0].contains("before"));
+    assert!(lines(&path).len() == 1 && lines(&path)[0].contains("after"));
+}
+
+#[tokio::test]
+async fn an_unwritable_archive_answers_unavailable_and_keeps_the_client() {
+    // /dev/full accepts the open and fails every write, as a full disk does
+    // (a read-only file would not stop root).
+    let server = TestServer::start(&["--archive", "/dev/full"]).await;
+    let mut c = server.client().await;
+    let mut listener = server.client().await;
+    c.expect_error(&chat("a", "lost?"), "unavailable").await;
+    listener.expect_silence(300).await;
+    c.expect_error(&chat("a", "still open"), "unavailable")
+        .await;
+    server.stop().await;
+}
+
+#[test]
+fn an_unusable_archive_path_is_a_one_line_error() {
+    let dir = temp_path("a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    for path in [dir.to_str().unwrap(), "/nonexistent/dir/archive.jsonl"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+            .args(["--listen", "127.0.0.1:0", "--archive", path])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("wschat-server: archive"), "{stderr}");
+        assert!(stderr.contains(path), "{stderr}");
+    }
+}
