@@ -33,7 +33,7 @@ start() { # name -> sets PID, PORT
     node)   node "$NODE_DIR/node-relay.js" "$PORT" 2>"$OUT/$1.log" & ;;
   esac
   PID=$!
-  for _ in $(seq 100); do grep -q listening "$OUT/$1.log" 2>/dev/null && return; sleep 0.1; done
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return; sleep 0.1; done
   echo "$1 did not start" >&2; exit 1
 }
 

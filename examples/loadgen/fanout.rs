@@ -42,11 +42,22 @@ pub struct FanoutArgs {
     /// Seconds listeners may take after publishing stops to receive the rest.
     #[arg(long, default_value_t = 10)]
     drain: u64,
+    /// Number this process's publishers from here, when several loadgen
+    /// processes share one load (each with its own publishers).
+    #[arg(long, default_value_t = 0)]
+    publisher_offset: usize,
+    /// Publishers over all processes (default: this process's); listeners
+    /// check order and gaps for all of them, completeness for their own.
+    #[arg(long)]
+    total_publishers: Option<usize>,
 }
 
 /// What one listener saw.
 struct Seen {
     received: u64,
+    /// Received from, and lost from, this process's own publishers.
+    own_received: u64,
+    own_lost: u64,
     lost: u64,
     out_of_order: u64,
     errors: u64,
@@ -99,6 +110,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let listeners = connect_many(&target, args.listeners, 200).await?;
     let publishers = connect_many(&target, args.publishers.max(1), 50).await?;
     let p = publishers.len();
+    let offset = args.publisher_offset;
+    let total = args.total_publishers.unwrap_or(offset + p).max(offset + p);
 
     let delivered = Arc::new(AtomicU64::new(0));
     let sent_total = Arc::new(AtomicU64::new(0));
@@ -109,6 +122,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     for ws in listeners {
         listener_tasks.push(tokio::spawn(listen(
             ws,
+            total,
+            offset,
             p,
             args.drain,
             delivered.clone(),
@@ -124,7 +139,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     for (id, ws) in publishers.into_iter().enumerate() {
         publisher_tasks.push(tokio::spawn(publish(
             ws,
-            id,
+            offset + id,
             args.size,
             per_publisher_rate,
             window,
@@ -176,8 +191,11 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
         last = last.max(s.last.unwrap_or(start));
         let _ = latency.add(&s.latency_us);
     }
+    // Completeness is known for this process's publishers only.
     let expected = sent_sum * seen.len() as u64;
-    let missing = expected.saturating_sub(received + lost);
+    let own_received: u64 = seen.iter().map(|s| s.own_received).sum();
+    let missing =
+        expected.saturating_sub(own_received + seen.iter().map(|s| s.own_lost).sum::<u64>());
     let span = (last - start).as_secs_f64().max(1e-9);
     let q = |x: f64| round1(latency.value_at_quantile(x) as f64 / 1000.0);
     let mut report = Report::new("fanout", args.common.json);
@@ -305,6 +323,8 @@ async fn publish(
 async fn listen(
     ws: Ws,
     publishers: usize,
+    own_from: usize,
+    own_count: usize,
     drain_secs: u64,
     delivered: Arc<AtomicU64>,
     final_sent: watch::Receiver<Option<Arc<Vec<u64>>>>,
@@ -312,6 +332,8 @@ async fn listen(
     let Ws { mut reader, writer } = ws;
     let mut seen = Seen {
         received: 0,
+        own_received: 0,
+        own_lost: 0,
         lost: 0,
         out_of_order: 0,
         errors: 0,
@@ -333,7 +355,10 @@ async fn listen(
     tokio::pin!(drain);
     loop {
         if let Some(sent) = &expected
-            && next.iter().zip(sent.iter()).all(|(n, s)| n >= s)
+            && next[own_from..]
+                .iter()
+                .zip(sent.iter())
+                .all(|(n, s)| n >= s)
         {
             break;
         }
@@ -344,13 +369,16 @@ async fn listen(
                     let now = now_ns();
                     match parse(text) {
                         Some((p, seq, t)) if p < publishers => {
-                            if seq == next[p] {
-                                next[p] += 1;
-                                seen.received += 1;
-                            } else if seq > next[p] {
-                                seen.lost += seq - next[p];
+                            let own = p >= own_from && p < own_from + own_count;
+                            if seq >= next[p] {
+                                let gap = seq - next[p];
+                                seen.lost += gap;
                                 next[p] = seq + 1;
                                 seen.received += 1;
+                                if own {
+                                    seen.own_lost += gap;
+                                    seen.own_received += 1;
+                                }
                             } else {
                                 seen.out_of_order += 1;
                             }
