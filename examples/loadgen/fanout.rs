@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::Common;
 use crate::client::{Frame, Target, Ws, connect_many};
-use crate::procfs::CpuMeter;
+use crate::procfs::{CpuMeter, rss_kib};
 use crate::report::{Report, round1};
 
 #[derive(Args, Clone, Debug)]
@@ -216,7 +216,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
         .add("error_frames", errors + publisher_errors)
         .add("listeners_closed", dropped)
         .add("loadgen_cpu_pct", round1(own_cpu))
-        .add("server_cpu_pct", server_cpu.map(round1));
+        .add("server_cpu_pct", server_cpu.map(round1))
+        .add("server_rss_kib", args.common.pid.and_then(rss_kib));
     Ok(report)
 }
 
