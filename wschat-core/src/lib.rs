@@ -6,10 +6,39 @@
 //! the sender included, in one order for all.
 //!
 //! This crate holds everything but the network: a [`Room`] takes raw frames
-//! and hands out [`Frame`]s through each [`Member`]'s bounded queue. Put any
-//! transport in front of it: read a frame from a connection, call
-//! [`Member::publish`], send back [`PublishError::to_frame`] when it fails,
-//! and write whatever [`Member::recv`] yields.
+//! and hands out [`Frame`]s to each [`Member`]. It needs no async runtime
+//! (`tokio`'s `sync` channels only) and no network stack; [`Room`] is
+//! `Send + Sync` and cheap to clone, a [`Member`] is `Send`.
+//!
+//! # Plugging in a transport
+//!
+//! Per connection: [`Room::join`] a member (before telling the client it is
+//! connected, so it misses nothing), then loop over two things at once:
+//!
+//! * a frame read from the client goes to [`Member::publish`]; on error,
+//!   send [`PublishError::to_frame`] back to that client alone;
+//! * whatever [`Member::recv`] yields goes to the client; drain
+//!   [`Member::try_recv`] too and flush once. [`RecvError::TooSlow`] means
+//!   the client fell a whole ring behind: close it. While a write is
+//!   blocked, check [`Member::is_too_slow`] now and then.
+//!
+//! The `wschat-server` crate does this over WebSocket; the `wschat-tcp-room`
+//! example does it over plain TCP lines in fifty lines.
+//!
+//! # JWT mode
+//!
+//! With [`RoomConfig::jwt`] set, every published message must carry a
+//! `"jwt"` string: an HMAC token (HS256, HS384 or HS512, pinned) signed with
+//! the shared secret. `exp` is checked only with [`JwtConfig::validate_exp`];
+//! [`JwtConfig::usr_claim`] binds `usr` to a claim. The token is removed
+//! before relaying. [`Jwt::mint`] makes tokens for operators.
+//!
+//! # Logs
+//!
+//! Every accepted message goes to the room's [`Log`] before any member can
+//! read it: [`MemoryLog`] (the default) keeps nothing, [`Archive`] appends
+//! JSON Lines to a file, in group commits. Implement [`Log`] for other
+//! storage.
 //!
 //! ```
 //! use wschat_core::{JwtConfig, Jwt, Room, RoomConfig};

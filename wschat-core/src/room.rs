@@ -488,6 +488,14 @@ mod tests {
     }
 
     #[test]
+    fn shared_types_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Room>();
+        send::<Member>();
+    }
+
+    #[test]
     fn every_member_sees_one_order() {
         let room = Room::new(unlimited());
         let mut members: Vec<_> = (0..5).map(|_| room.join()).collect();

@@ -10,17 +10,17 @@ const EMBEDDED: &[(&str, &str, &str)] = &[
     (
         "/index.html",
         "text/html; charset=utf-8",
-        include_str!("../../static/index.html"),
+        include_str!("../static/index.html"),
     ),
     (
         "/app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../static/app.js"),
+        include_str!("../static/app.js"),
     ),
     (
         "/style.css",
         "text/css; charset=utf-8",
-        include_str!("../../static/style.css"),
+        include_str!("../static/style.css"),
     ),
 ];
 

@@ -27,8 +27,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `args` (as on the command line) on a free port.
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), args).await
+    }
+
+    /// Starts a server on `addr`, e.g. the one a stopped server had.
+    pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
         let options = Options::from_args(args).expect("test options parse");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,267 @@
+//! The browser client in a real headless Chromium, driven over WebDriver:
+//! two people chat, markup stays text, JWT mode, and reconnecting after a
+//! server restart. Screenshots go to the test's output folder
+//! (`target/tmp/screenshots/`).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
+//! them).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+const ENTER: &str = "\u{E007}";
+
+/// JS: whether the token field is actually displayed.
+const TOKEN_VISIBLE: &str = "document.getElementById('jwt').getClientRects().length > 0";
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A new headless browser session with its own profile.
+    async fn browser(&self) -> Client {
+        static SESSIONS: AtomicU64 = AtomicU64::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "wschat-chromium-{}-{}",
+            std::process::id(),
+            SESSIONS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=420,760",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a WebDriver session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn save_screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(name), png).unwrap();
+}
+
+/// Waits until `script` (a JS expression) is true in the page.
+async fn wait_until(browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = browser
+            .execute(&format!("return !!({script});"), vec![])
+            .await
+            .unwrap();
+        if value == json!(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn open_as(browser: &Client, addr: SocketAddr, name: &str) {
+    browser.goto(&format!("http://{addr}/")).await.unwrap();
+    wait_until(
+        browser,
+        "connected",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+    let usr = browser.find(Locator::Id("usr")).await.unwrap();
+    usr.clear().await.unwrap();
+    usr.send_keys(name).await.unwrap();
+}
+
+async fn say(browser: &Client, text: &str) {
+    let msg = browser.find(Locator::Id("msg")).await.unwrap();
+    msg.send_keys(text).await.unwrap();
+    msg.send_keys(ENTER).await.unwrap();
+}
+
+/// JS: whether a shown message has exactly this text.
+fn shown(text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#messages li .msg')].some(e => e.textContent === {})",
+        json!(text)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_people_chat_and_markup_stays_text() {
+    let server = TestServer::start(&["--history", "20"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    let bob = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    open_as(&bob, server.addr, "bob").await;
+    // Give the page time to ask the server whether tokens are needed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token_shown = ann
+        .execute(&format!("return {TOKEN_VISIBLE};"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(token_shown, json!(false), "no token field without JWT mode");
+
+    say(&ann, "hello bob").await;
+    wait_until(&bob, "ann's message at bob", &shown("hello bob")).await;
+    say(&bob, "hi ann").await;
+    wait_until(&ann, "bob's message at ann", &shown("hi ann")).await;
+    wait_until(
+        &ann,
+        "own messages told apart",
+        "document.querySelector('#messages li.own .msg').textContent === 'hello bob'",
+    )
+    .await;
+
+    let evil = r#"<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>"#;
+    say(&ann, evil).await;
+    wait_until(&bob, "the markup, shown literally", &shown(evil)).await;
+    assert_eq!(bob.execute("return window.__pwned === undefined && document.querySelectorAll('#messages img, #messages script').length === 0;", vec![]).await.unwrap(), json!(true));
+    // The time is shown in the reader's local time.
+    let time = bob
+        .execute(
+            "return document.querySelector('#messages li time').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(time.as_str().is_some_and(|t| t.contains(':')), "{time}");
+
+    save_screenshot(&bob, "chat.png").await;
+    ann.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt_mode_sends_with_a_token_and_explains_a_refusal() {
+    let server =
+        TestServer::start(&["--jwt-secret", "browser-secret", "--jwt-usr-claim", "sub"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    wait_until(&ann, "the token field", TOKEN_VISIBLE).await;
+
+    say(&ann, "no token").await;
+    wait_until(
+        &ann,
+        "the unauthorized error",
+        "document.getElementById('error').textContent.includes('Not allowed')",
+    )
+    .await;
+    save_screenshot(&ann, "unauthorized.png").await;
+
+    let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new("browser-secret"))
+        .mint("sub", "ann", None)
+        .unwrap();
+    ann.find(Locator::Id("jwt"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    say(&ann, "with a token").await;
+    wait_until(&ann, "the signed message", &shown("with a token")).await;
+    ann.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_reconnects_after_a_restart_and_sends_again() {
+    // The history survives the restart in the archive, and is replayed to
+    // the reconnected page, which must not show it twice.
+    let archive = std::env::temp_dir().join(format!("wschat-browser-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&archive);
+    let args = ["--archive", archive.to_str().unwrap(), "--history", "20"];
+    let server = TestServer::start(&args).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+    say(&ann, "before").await;
+    wait_until(&ann, "the first message", &shown("before")).await;
+
+    server.stop().await;
+    wait_until(
+        &ann,
+        "the page to notice",
+        "document.getElementById('status').dataset.state === 'closed'",
+    )
+    .await;
+    let server = TestServer::start_on(addr, &args).await;
+    wait_until(
+        &ann,
+        "reconnected",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+    say(&ann, "after").await;
+    wait_until(&ann, "the message after the restart", &shown("after")).await;
+    let count = ann
+        .execute("return [...document.querySelectorAll('#messages li .msg')].filter(e => e.textContent === 'before').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(count, json!(1), "the replayed history is not shown twice");
+    let _ = std::fs::remove_file(&archive);
+    save_screenshot(&ann, "reconnected.png").await;
+    ann.close().await.unwrap();
+    server.stop().await;
+}
