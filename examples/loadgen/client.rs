@@ -11,32 +11,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Where to connect and from where; hands out source addresses in turn.
-pub struct Target {
-    pub addr: SocketAddr,
+/// One server to connect to.
+struct Endpoint {
+    addr: SocketAddr,
     host: String,
     path: String,
+}
+
+/// Where to connect and from where; hands out servers and source
+/// addresses in turn.
+pub struct Target {
+    endpoints: Vec<Endpoint>,
     sources: Vec<IpAddr>,
     next: AtomicUsize,
 }
 
 impl Target {
-    pub fn new(url: &str, sources: &[IpAddr]) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-        let addr = host
-            .to_socket_addrs()
-            .map_err(|e| format!("{url}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{url}: no address"))?;
+    pub fn new(urls: &[String], sources: &[IpAddr]) -> Result<Self, String> {
+        let endpoints = urls
+            .iter()
+            .map(|url| endpoint(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err("no --url".into());
+        }
         Ok(Target {
-            addr,
-            host: host.to_owned(),
-            path,
+            endpoints,
             sources: if sources.is_empty() {
                 vec![[127, 0, 0, 1].into()]
             } else {
@@ -46,10 +46,12 @@ impl Target {
         })
     }
 
-    /// Opens one WebSocket from the next source address.
+    /// Opens one WebSocket to the next server from the next source address.
     pub async fn connect(&self) -> Result<Ws, String> {
-        let source = self.sources[self.next.fetch_add(1, Ordering::Relaxed) % self.sources.len()];
-        let socket = if self.addr.is_ipv4() {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let source = self.sources[n % self.sources.len()];
+        let server = &self.endpoints[n % self.endpoints.len()];
+        let socket = if server.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -59,14 +61,14 @@ impl Target {
             .bind(SocketAddr::new(source, 0))
             .map_err(|e| format!("bind {source}: {e}"))?;
         let mut tcp = socket
-            .connect(self.addr)
+            .connect(server.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            self.path, self.host
+            server.path, server.host
         );
         tcp.write_all(request.as_bytes())
             .await
@@ -111,6 +113,26 @@ impl Target {
             },
         })
     }
+}
+
+/// Parses a `ws://host:port/path` URL.
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    Ok(Endpoint {
+        addr,
+        host: host.to_owned(),
+        path,
+    })
 }
 
 const READ_BUFFER: usize = 16 * 1024;

@@ -51,9 +51,10 @@ enum Mode {
 /// Options every mode takes.
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// The server's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/")]
-    pub url: String,
+    /// The server's WebSocket URL; several (comma-separated) spread the
+    /// connections over several instances in turn.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/")]
+    pub url: Vec<String>,
     /// Local source addresses to spread connections over (comma-separated),
     /// past the ephemeral port limit of one address.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]

@@ -234,24 +234,7 @@ impl Room {
     /// assert_eq!(room.publish("not json").unwrap_err().code(), "invalid_json");
     /// ```
     pub fn publish(&self, frame: &str) -> Result<Frame, PublishError> {
-        let message = Message::parse(frame)?;
-        if let Some(jwt) = &self.shared.jwt {
-            jwt.authorize(&message)?;
-        }
-        let (seq, out) = {
-            let mut order = lock(&self.shared.order);
-            let tim = self
-                .shared
-                .clock
-                .now()
-                .max(order.last_tim + TimeDelta::nanoseconds(1));
-            order.last_tim = tim;
-            let out = Frame::from(message.render(&format_tim(tim)));
-            let seq = order.next_seq;
-            order.next_seq += 1;
-            order.pending.push((seq, out.clone()));
-            (seq, out)
-        };
+        let (seq, out) = self.stamp(frame, true)?;
         // Group commit: whoever holds the state lock writes every message
         // stamped so far in one batch; the others find theirs written.
         let mut state = self.lock();
@@ -266,6 +249,71 @@ impl Room {
         }
     }
 
+    /// Validates, authorizes, stamps and renders a frame without relaying
+    /// it: for a log outside the room that orders messages itself (Redis,
+    /// shared by several servers) and hands them back to every room through
+    /// [`deliver`](Self::deliver). The room's own [`Log`] is not used.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default());
+    /// let mut m = room.join();
+    /// let stamped = room.prepare(r#"{"usr":"a","msg":"via elsewhere"}"#).unwrap();
+    /// assert_eq!(m.try_recv(), Ok(None), "not relayed yet");
+    /// room.deliver([stamped.clone()]);
+    /// assert_eq!(m.try_recv(), Ok(Some(stamped)));
+    /// ```
+    pub fn prepare(&self, frame: &str) -> Result<Frame, PublishError> {
+        self.stamp(frame, false).map(|(_, out)| out)
+    }
+
+    /// Relays frames an outside log has committed, in its order: they join
+    /// the history and reach every member. See [`prepare`](Self::prepare).
+    pub fn deliver(&self, frames: impl IntoIterator<Item = Frame>) {
+        let mut state = self.lock();
+        for frame in frames {
+            self.relay(&mut state, frame);
+        }
+    }
+
+    /// Parses, authorizes, stamps and renders; with `queue`, also numbers
+    /// the message and queues it for this room's log.
+    fn stamp(&self, frame: &str, queue: bool) -> Result<(u64, Frame), PublishError> {
+        let message = Message::parse(frame)?;
+        if let Some(jwt) = &self.shared.jwt {
+            jwt.authorize(&message)?;
+        }
+        let mut order = lock(&self.shared.order);
+        let tim = self
+            .shared
+            .clock
+            .now()
+            .max(order.last_tim + TimeDelta::nanoseconds(1));
+        order.last_tim = tim;
+        let out = Frame::from(message.render(&format_tim(tim)));
+        let seq = order.next_seq;
+        if queue {
+            order.next_seq += 1;
+            order.pending.push((seq, out.clone()));
+        }
+        Ok((seq, out))
+    }
+
+    /// Adds one committed frame to the history and the ring.
+    fn relay(&self, state: &mut State, frame: Frame) {
+        if self.shared.config.history > 0 {
+            if state.history.len() == self.shared.config.history {
+                state.history.pop_front();
+            }
+            state.history.push_back(frame.clone());
+        }
+        if let Some(ring) = &state.ring {
+            // Fails only when nobody is listening.
+            let _ = ring.send(frame);
+        }
+    }
+
     /// Writes every pending message to the log, then relays them in order.
     fn commit(&self, state: &mut State) {
         let batch = std::mem::take(&mut lock(&self.shared.order).pending);
@@ -276,16 +324,7 @@ impl Room {
         match self.shared.log.append(&frames) {
             Ok(()) => {
                 for frame in frames {
-                    if self.shared.config.history > 0 {
-                        if state.history.len() == self.shared.config.history {
-                            state.history.pop_front();
-                        }
-                        state.history.push_back(frame.clone());
-                    }
-                    if let Some(ring) = &state.ring {
-                        // Fails only when nobody is listening.
-                        let _ = ring.send(frame);
-                    }
+                    self.relay(state, frame);
                 }
             }
             Err(e) => {
@@ -451,6 +490,13 @@ impl Member {
     pub fn publish(&mut self, frame: &str) -> Result<Frame, PublishError> {
         self.check_rate()?;
         self.room.publish(frame)
+    }
+
+    /// Like [`publish`](Self::publish) but relays nothing: counts against
+    /// the rate limit, then as [`Room::prepare`].
+    pub fn prepare(&mut self, frame: &str) -> Result<Frame, PublishError> {
+        self.check_rate()?;
+        self.room.prepare(frame)
     }
 
     /// Counts one frame against the rate limit without publishing it, for

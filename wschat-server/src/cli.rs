@@ -88,6 +88,25 @@ pub struct Options {
     #[arg(long, env = "WSCHAT_ARCHIVE", value_name = "FILE")]
     pub archive: Option<PathBuf>,
 
+    /// Share one room with other instances through this Redis server
+    /// (e.g. redis://127.0.0.1:6379/).
+    #[arg(
+        long,
+        env = "WSCHAT_REDIS",
+        value_name = "URL",
+        conflicts_with = "archive"
+    )]
+    pub redis: Option<String>,
+
+    /// The Redis stream the instances share.
+    #[arg(
+        long,
+        env = "WSCHAT_REDIS_KEY",
+        default_value = "wschat",
+        value_name = "NAME"
+    )]
+    pub redis_key: String,
+
     /// Sync the archive to disk before relaying each batch.
     #[arg(long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archive")]
     pub archive_fsync: bool,

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use wschat_core::{Frame, Member, PublishError, RecvError};
 
 use crate::metrics::Metrics;
+use crate::redis_log::Backplane;
 
 /// How long sending a close frame may take: a stalled peer that resumes
 /// reading within it still learns why it was closed.
@@ -58,6 +59,7 @@ impl std::fmt::Display for Ended {
 pub(crate) async fn serve<S>(
     mut ws: WebSocketStream<S>,
     mut member: Member,
+    backplane: Option<&Backplane>,
     limits: &Limits,
     metrics: &Metrics,
     mut shutdown: watch::Receiver<bool>,
@@ -107,8 +109,15 @@ where
                     Some(Err(e)) => break Ended::Error(e),
                     Some(Ok(Message::Text(text))) => {
                         metrics.received();
-                        match member.publish(&text) {
-                            Ok(_) => {
+                        let published = match backplane {
+                            None => member.publish(&text).map(drop),
+                            Some(backplane) => match member.prepare(&text) {
+                                Ok(frame) => backplane.publish(&frame).await,
+                                Err(e) => Err(e),
+                            },
+                        };
+                        match published {
+                            Ok(()) => {
                                 metrics.relayed();
                                 None
                             }

@@ -28,6 +28,7 @@ use crate::assets::Assets;
 use crate::cli::Options;
 use crate::connection::{self, Limits};
 use crate::metrics::Metrics;
+use crate::redis_log::Backplane;
 
 /// Everything a request handler needs, shared by all connections.
 ///
@@ -35,8 +36,9 @@ use crate::metrics::Metrics;
 /// shutdown waits until the last one is gone (`_tasks` closes then).
 pub(crate) struct App {
     pub room: Room,
+    pub backplane: Option<Arc<Backplane>>,
     pub options: Options,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub ws_config: WebSocketConfig,
     pub assets: Assets,
@@ -71,6 +73,11 @@ pub(crate) async fn handle(
                 "uptime_s": app.started.elapsed().as_secs(),
                 "jwt": app.options.jwt_secret.is_some(),
                 "history": app.options.history,
+                "backplane": match &app.backplane {
+                    None => "none",
+                    Some(b) if b.is_up() => "up",
+                    Some(_) => "down",
+                },
             });
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
@@ -143,8 +150,15 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         )
         .await;
         info!(%peer, "connection opened");
-        let ended =
-            connection::serve(ws, member, &app.limits, &app.metrics, app.shutdown.clone()).await;
+        let ended = connection::serve(
+            ws,
+            member,
+            app.backplane.as_deref(),
+            &app.limits,
+            &app.metrics,
+            app.shutdown.clone(),
+        )
+        .await;
         info!(%peer, %ended, "connection closed");
         drop(slot);
     });

@@ -10,6 +10,7 @@ pub mod cli;
 mod connection;
 mod http;
 mod metrics;
+mod redis_log;
 mod rotate;
 pub mod shutdown;
 
@@ -30,11 +31,13 @@ use tracing::{debug, info, warn};
 use wschat_core::{Archive, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
+pub use redis_log::BackplaneError;
 
 use assets::Assets;
 use connection::Limits;
 use http::App;
 use metrics::Metrics;
+use redis_log::Backplane;
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
@@ -49,6 +52,9 @@ pub enum ServerError {
     /// The archive could not be opened or read.
     #[error("archive {}", .0.to_string().trim_start_matches("log: "))]
     Archive(#[source] LogError),
+    /// The Redis backplane could not start.
+    #[error(transparent)]
+    Backplane(#[from] redis_log::BackplaneError),
 }
 
 /// The room the options describe, with its archive if one is configured.
@@ -84,11 +90,26 @@ pub async fn run(
     if options.archive.is_some() {
         tokio::spawn(rotate::reopen_on_hangup(room.clone()));
     }
+    let metrics = Arc::new(Metrics::new());
+    let backplane = match &options.redis {
+        Some(url) => Some(
+            Backplane::start(
+                url,
+                &options.redis_key,
+                options.history,
+                room.clone(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
     let app = Arc::new(App {
         room,
-        metrics: Metrics::new(),
+        backplane,
+        metrics,
         limits: Limits {
             ping_interval: options.ping_interval(),
             idle_timeout: options.idle_timeout(),

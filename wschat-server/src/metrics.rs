@@ -30,6 +30,7 @@ pub(crate) struct Metrics {
     bytes_sent: Counter<u64, AtomicU64>,
     dropped_slow: Counter<u64, AtomicU64>,
     history: Gauge<i64, AtomicI64>,
+    backplane_reconnects: Counter<u64, AtomicU64>,
     /// Whether the last publish failed as `unavailable`, so the log says
     /// so once per change, not once per message.
     unavailable: AtomicBool,
@@ -46,6 +47,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             dropped_slow: Counter::default(),
             history: Gauge::default(),
+            backplane_reconnects: Counter::default(),
             unavailable: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -83,6 +85,11 @@ impl Metrics {
             "history_messages",
             "Messages held for replay",
             metrics.history.clone(),
+        );
+        registry.register(
+            "backplane_reconnects",
+            "Times the Redis backplane came back after being lost",
+            metrics.backplane_reconnects.clone(),
         );
         Metrics {
             registry,
@@ -124,6 +131,10 @@ impl Metrics {
 
     pub(crate) fn sent(&self, bytes: usize) {
         self.bytes_sent.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn backplane_reconnected(&self) {
+        self.backplane_reconnects.inc();
     }
 
     pub(crate) fn dropped_slow(&self) {

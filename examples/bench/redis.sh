@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Throughput and latency of one wschat instance next to two instances
+# sharing one room through Redis, in the same run:
+#
+#   examples/bench/redis.sh
+#
+# Needs redis-server (Debian's redis-server). Servers get --rate 0,
+# --max-connections 25000, --send-queue 65536 and RUST_LOG=warn.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -q -p wschat-server -p wschat-examples
+SERVER=target/release/wschat-server
+LOADGEN=target/release/wschat-loadgen
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+wait_port "$REDIS_PORT"
+
+instance() { # port [redis key] -> starts a server
+  local extra=()
+  [ -n "${2:-}" ] && extra=(--redis "redis://127.0.0.1:$REDIS_PORT/" --redis-key "$2")
+  RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$1" --rate 0 --max-connections 25000 \
+    --send-queue 65536 "${extra[@]}" 2>>"$OUT/servers.log" &
+  wait_port "$1"
+}
+
+run() { # name urls...
+  local name=$1; shift
+  local urls; urls=$(IFS=,; echo "$*")
+  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 2 --size 100 \
+    --in-flight 1000 --duration 10 >"$OUT/$name.max.json" 2>/dev/null
+  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 2 --size 100 \
+    --rate 100 --duration 10 >"$OUT/$name.rate.json" 2>/dev/null
+}
+
+P1=$(free_port); instance "$P1"
+run single "ws://127.0.0.1:$P1/"
+P2=$(free_port); P3=$(free_port); instance "$P2" bench; instance "$P3" bench
+run redis2 "ws://127.0.0.1:$P2/" "ws://127.0.0.1:$P3/"
+
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+def get(name, kind, key):
+    try:
+        return json.load(open(os.path.join(out, f"{name}.{kind}.json"))).get(key)
+    except Exception:
+        return None
+rows = [
+    ("max", "deliveries_per_s", "1k listeners, 2 publishers, max: deliveries/s"),
+    ("max", "lost", "  lost"),
+    ("rate", "latency_p50_ms", "1k listeners, 100 msg/s: p50 ms"),
+    ("rate", "latency_p99_ms", "1k listeners, 100 msg/s: p99 ms"),
+    ("rate", "lost", "  lost"),
+]
+fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else f"{v:,}")
+print(f"{'load':<46} {'1 instance':>14} {'2 via Redis':>14}")
+for kind, key, label in rows:
+    print(f"{label:<46} {fmt(get('single', kind, key)):>14} {fmt(get('redis2', kind, key)):>14}")
+print(f"(listeners and publishers spread evenly over the instances; raw results in {out})")
+PY
