@@ -31,10 +31,11 @@ fn serve(options: Options) -> Result<(), String> {
     raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
+        let stop = wschat_server::shutdown::signal();
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-        wschat_server::run(listener, options, wschat_server::shutdown::signal())
+        wschat_server::run(listener, options, stop)
             .await
             .map_err(|e| e.to_string())
     })

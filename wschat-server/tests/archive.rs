@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, chat};
+use common::{TestServer, chat, spawn_binary};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -28,36 +28,6 @@ fn lines(path: &PathBuf) -> Vec<String> {
         .collect()
 }
 
-/// The binary on a free port; returns it and its address.
-fn spawn_server(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(["--listen", "127.0.0.1:0", "--rate", "0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("JWT_SECRET")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut reader = BufReader::new(stderr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut line = String::new();
-    while Instant::now() < deadline {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split('/').next().unwrap().to_owned();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return (child, addr);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start: {line}");
-}
-
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().to_string();
     assert!(
@@ -73,7 +43,7 @@ fn signal(child: &Child, sig: &str) {
 fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
     let path = temp_path("kill.jsonl");
     let archive = path.to_str().unwrap();
-    let (mut child, addr) = spawn_server(&["--archive", archive, "--archive-fsync"]);
+    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", archive, "--archive-fsync"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +73,7 @@ fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
     }
     assert_eq!(on_disk[..], received[..], "same bytes, same order");
 
-    let (mut child, addr) = spawn_server(&["--archive", archive, "--history", "5"]);
+    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", archive, "--history", "5"]);
     let replay = rt.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
@@ -118,7 +88,8 @@ fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
     });
     assert_eq!(replay[..], received[45..]);
     signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]
@@ -184,7 +155,7 @@ async fn a_1_gb_archive_loads_its_last_lines_quickly() {
 fn sighup_after_a_rename_writes_a_new_file() {
     let path = temp_path("rotate.jsonl");
     let rotated = temp_path("rotate.jsonl.1");
-    let (mut child, addr) = spawn_server(&["--archive", path.to_str().unwrap()]);
+    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,8 +1,11 @@
 //! The binary as an operator meets it: bad configuration, signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::spawn_binary;
 
 fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-server"));
@@ -38,45 +41,9 @@ fn bad_configuration_is_one_line_and_a_nonzero_exit() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Starts the binary on a free port and returns it with its address, read
-/// from its "listening" log line.
-fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = server()
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server printed no listening line");
-        };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest
-                .trim_end_matches('/')
-                .split_whitespace()
-                .next()
-                .unwrap();
-            let addr = addr.trim_end_matches('/').to_owned();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, addr);
-        }
-    }
-}
-
 #[test]
 fn sigterm_closes_every_client_with_1001_and_exits_0() {
-    let (mut child, addr) = spawn_server(&[]);
+    let (mut child, addr) = spawn_binary(&[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, WAIT, chat};
+use common::{Client, TestServer, WAIT, chat, free_port};
 use serde_json::Value;
 
 /// A redis-server on a free port, without persistence; killed when dropped.
@@ -18,11 +18,7 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Self::start_on(port)
     }
 
@@ -210,11 +206,7 @@ async fn losing_redis_answers_unavailable_keeps_listeners_and_resumes() {
 
 #[test]
 fn an_unreachable_redis_at_start_is_a_one_line_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
         .args([
             "--listen",
