@@ -182,6 +182,23 @@ async fn two_people_chat_and_markup_stays_text() {
     assert!(time.as_str().is_some_and(|t| t.contains(':')), "{time}");
 
     save_screenshot(&bob, "chat.png").await;
+
+    // The name is remembered across reloads.
+    ann.refresh().await.unwrap();
+    wait_until(
+        &ann,
+        "connected again",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+    let name = ann
+        .find(Locator::Id("usr"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("ann"));
     ann.close().await.unwrap();
     bob.close().await.unwrap();
     server.stop().await;
