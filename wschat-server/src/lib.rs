@@ -86,6 +86,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    if options.ping_interval >= options.idle_timeout {
+        warn!(
+            ping_interval = options.ping_interval,
+            idle_timeout = options.idle_timeout,
+            "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
+        );
+    }
     let room = build_room(&options)?;
     if options.archive.is_some() {
         tokio::spawn(rotate::reopen_on_hangup(room.clone()));
