@@ -32,9 +32,9 @@ instance() { # port [redis key] -> starts a server
 run() { # name urls...
   local name=$1; shift
   local urls; urls=$(IFS=,; echo "$*")
-  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 2 --size 100 \
+  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 20 --size 100 \
     --in-flight 1000 --duration 10 >"$OUT/$name.max.json" 2>/dev/null
-  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 2 --size 100 \
+  "$LOADGEN" fanout --url "$urls" --json --listeners 1000 --publishers 20 --size 100 \
     --rate 100 --duration 10 >"$OUT/$name.rate.json" 2>/dev/null
 }
 
@@ -52,7 +52,7 @@ def get(name, kind, key):
     except Exception:
         return None
 rows = [
-    ("max", "deliveries_per_s", "1k listeners, 2 publishers, max: deliveries/s"),
+    ("max", "deliveries_per_s", "1k listeners, 20 publishers, max: deliveries/s"),
     ("max", "lost", "  lost"),
     ("rate", "latency_p50_ms", "1k listeners, 100 msg/s: p50 ms"),
     ("rate", "latency_p99_ms", "1k listeners, 100 msg/s: p99 ms"),
