@@ -1,10 +1,10 @@
 //! One WebSocket connection: read frames and publish them, write what the
-//! room queues for this member, keep the connection alive, and close it with
+//! member reads from the room, keep the connection alive, and close it with
 //! the code the contract names.
 //!
 //! One task owns the socket and does both directions, so nothing is shared
-//! and no lock is held while writing. Every frame already queued is written
-//! before one flush, so under load one write carries many frames.
+//! and no lock is held while writing. Every frame already readable is
+//! written before one flush, so under load one write carries many frames.
 
 use std::time::Duration;
 
