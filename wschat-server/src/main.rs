@@ -66,8 +66,16 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), except that the
+/// WebSocket crates stop at `debug`: at `trace` they print whole frames,
+/// and a frame can carry a token.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for quiet in ["tungstenite=debug", "tokio_tungstenite=debug"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

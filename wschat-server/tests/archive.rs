@@ -43,7 +43,8 @@ fn signal(child: &Child, sig: &str) {
 fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
     let path = temp_path("kill.jsonl");
     let archive = path.to_str().unwrap();
-    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", archive, "--archive-fsync"]);
+    let (mut child, addr, _) =
+        spawn_binary(&["--rate", "0", "--archive", archive, "--archive-fsync"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,7 +74,8 @@ fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
     }
     assert_eq!(on_disk[..], received[..], "same bytes, same order");
 
-    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", archive, "--history", "5"]);
+    let (mut child, addr, _) =
+        spawn_binary(&["--rate", "0", "--archive", archive, "--history", "5"]);
     let replay = rt.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
@@ -155,7 +157,7 @@ async fn a_1_gb_archive_loads_its_last_lines_quickly() {
 fn sighup_after_a_rename_writes_a_new_file() {
     let path = temp_path("rotate.jsonl");
     let rotated = temp_path("rotate.jsonl.1");
-    let (mut child, addr) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
+    let (mut child, addr, _) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::spawn_binary;
+use common::{spawn_binary, spawn_binary_logging};
 
 fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-server"));
@@ -43,7 +43,7 @@ fn bad_configuration_is_one_line_and_a_nonzero_exit() {
 
 #[test]
 fn sigterm_closes_every_client_with_1001_and_exits_0() {
-    let (mut child, addr) = spawn_binary(&[]);
+    let (mut child, addr, _) = spawn_binary(&[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,4 +90,45 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
+    const SECRET: &str = "s3cret-that-must-not-leak";
+    let (mut child, addr, log) = spawn_binary_logging(&["--jwt-secret", SECRET], "trace");
+    let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new(SECRET))
+        .mint("sub", "ann", None)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let frame = format!(r#"{{"usr":"ann","msg":"hi","jwt":"{token}"}}"#);
+        ws.send(Message::text(frame)).await.unwrap();
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() {
+                break;
+            }
+        }
+    });
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let log = log.complete();
+    assert!(log.contains("DEBUG"), "the log is verbose: {log}");
+    assert!(!log.contains(SECRET), "the secret was logged");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the token was logged");
 }

@@ -192,39 +192,78 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Starts the binary on a free port with `args`; returns it and the address
-/// its "listening" log line names. The caller stops it.
-pub fn spawn_binary(args: &[&str]) -> (std::process::Child, String) {
+/// The stderr of a spawned server, collected as it comes.
+#[derive(Clone, Default)]
+pub struct Log {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Log {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// The whole log, once the server has closed its stderr (exited).
+    pub fn complete(&self) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.ended.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server's stderr never closed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.text()
+    }
+}
+
+/// Starts the binary on a free port with `args`; returns it, the address
+/// its "listening" log line names, and its log. The caller stops it.
+pub fn spawn_binary(args: &[&str]) -> (std::process::Child, String, Log) {
+    spawn_binary_logging(args, "info")
+}
+
+/// [`spawn_binary`] with `RUST_LOG` set to `level`.
+pub fn spawn_binary_logging(args: &[&str], level: &str) -> (std::process::Child, String, Log) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use std::time::Instant;
     let mut child = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "info")
         .env_remove("JWT_SECRET")
+        .env("RUST_LOG", level)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let log = Log::default();
     let (tx, rx) = std::sync::mpsc::channel();
+    let collected = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut text = collected.text.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            drop(text);
             let _ = tx.send(line);
         }
+        collected
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
     });
     let deadline = Instant::now() + WAIT;
     loop {
         let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the server printed no listening line");
+            panic!("the server printed no listening line:\n{}", log.text());
         };
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split('/').next().unwrap_or_default().to_owned();
-            // Keep draining stderr so the server never blocks on it.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, addr);
+            return (child, addr, log);
         }
     }
 }
