@@ -67,3 +67,26 @@ async fn a_broken_upgrade_is_refused() {
     assert_eq!(status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn static_dir_replaces_the_built_in_client() {
+    let dir = std::env::temp_dir().join(format!("wschat-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>our own client</p>").unwrap();
+    std::fs::write(dir.join("app.css"), "p { color: red }").unwrap();
+    let server = TestServer::start(&["--static-dir", dir.to_str().unwrap()]).await;
+    assert_eq!(
+        server.get("/").await,
+        (200, "<p>our own client</p>".to_owned())
+    );
+    assert_eq!(server.get("/app.css").await.0, 200);
+    assert_eq!(
+        server.get("/app.js").await.0,
+        404,
+        "the built-in client is not served"
+    );
+    assert_eq!(server.get("/../Cargo.toml").await.0, 404);
+    assert_eq!(server.get("/healthz").await.0, 200);
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
