@@ -222,3 +222,25 @@ fn an_unreachable_redis_at_start_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_instance_stays_connected_across_read_timeouts() {
+    // XREAD BLOCK gives up every 5 s with a nil reply; that is not a lost
+    // connection, and must not look like one.
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, metrics) = servers[0].get("/metrics").await;
+    assert!(
+        metrics.contains("wschat_backplane_reconnects_total 0"),
+        "{metrics}"
+    );
+    let (_, health) = servers[0].get("/healthz").await;
+    assert!(health.contains("\"backplane\":\"up\""), "{health}");
+    let mut c = servers[0].client().await;
+    c.send(&chat("a", "after a quiet while")).await;
+    assert_eq!(c.recv().await["msg"], "after a quiet while");
+    for s in servers {
+        s.stop().await;
+    }
+}
