@@ -161,7 +161,9 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
         sent.push(count);
         publisher_errors += errors;
     }
-    let publish_secs = start.elapsed().as_secs_f64();
+    // Publishing stops at the deadline; the wait for echoes after it is
+    // not publishing time.
+    let publish_secs = (deadline - start).as_secs_f64();
     let _ = final_tx.send(Some(Arc::new(sent.clone())));
 
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(args.drain);
@@ -280,7 +282,8 @@ async fn publish(
     let mut sent: u64 = 0;
     while Instant::now() < deadline {
         let by_rate = if rate > 0.0 {
-            ((start.elapsed().as_secs_f64() * rate) as u64).saturating_sub(sent)
+            // The first message goes at once, then one every 1/rate s.
+            ((start.elapsed().as_secs_f64() * rate) as u64 + 1).saturating_sub(sent)
         } else {
             u64::MAX
         };
