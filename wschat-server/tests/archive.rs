@@ -5,10 +5,10 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, chat, spawn_binary};
+use common::{TestServer, chat, signal, spawn_binary};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,17 +26,6 @@ fn lines(path: &PathBuf) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{spawn_binary, spawn_binary_logging};
+use common::{signal, spawn_binary, spawn_binary_logging};
 
 fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-server"));
@@ -58,14 +58,7 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
                 .unwrap();
             clients.push(ws);
         }
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&child, "-TERM");
         for ws in &mut clients {
             let close = tokio::time::timeout(Duration::from_secs(10), async {
                 loop {
@@ -117,14 +110,7 @@ fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
             }
         }
     });
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
     let log = log.complete();
     assert!(log.contains("DEBUG"), "the log is verbose: {log}");

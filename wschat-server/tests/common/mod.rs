@@ -268,6 +268,15 @@ pub fn spawn_binary_logging(args: &[&str], level: &str) -> (std::process::Child,
     }
 }
 
+/// Sends `sig` (e.g. "-TERM") to a spawned server.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {sig} {pid} failed");
+}
+
 /// A chat message frame.
 pub fn chat(usr: &str, msg: &str) -> String {
     serde_json::json!({"usr": usr, "msg": msg}).to_string()
