@@ -94,9 +94,10 @@ pub async fn run(
         );
     }
     let room = build_room(&options)?;
-    if options.archive.is_some() {
-        tokio::spawn(rotate::reopen_on_hangup(room.clone()));
-    }
+    let rotation = options
+        .archive
+        .is_some()
+        .then(|| tokio::spawn(rotate::reopen_on_hangup(room.clone())));
     let metrics = Arc::new(Metrics::new());
     let backplane = match &options.redis {
         Some(url) => Some(
@@ -159,6 +160,12 @@ pub async fn run(
     drop(listener);
     let _ = stop.send(true);
     app.room.close();
+    if let Some(backplane) = &app.backplane {
+        backplane.stop();
+    }
+    if let Some(rotation) = rotation {
+        rotation.abort();
+    }
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
         warn!("some connections did not close in time");

@@ -41,6 +41,7 @@ pub(crate) struct Backplane {
     max_len: usize,
     writer: ConnectionManager,
     up: Arc<AtomicBool>,
+    relay: tokio::task::JoinHandle<()>,
 }
 
 /// Why the backplane could not start.
@@ -95,7 +96,7 @@ impl Backplane {
         }
         let up = Arc::new(AtomicBool::new(true));
         info!(key, "backplane: Redis connected");
-        tokio::spawn(relay(
+        let relay = tokio::spawn(relay(
             client,
             key.to_owned(),
             last_id,
@@ -108,6 +109,7 @@ impl Backplane {
             max_len: history.max(MIN_STREAM_LEN),
             writer,
             up,
+            relay,
         }))
     }
 
@@ -126,6 +128,12 @@ impl Backplane {
         added.map(drop).map_err(|_| {
             PublishError::Unavailable("the backplane (Redis) is unreachable; try again".into())
         })
+    }
+
+    /// Stops relaying: part of the server's shutdown, so a stopped server
+    /// holds no connection to Redis.
+    pub(crate) fn stop(&self) {
+        self.relay.abort();
     }
 
     /// Whether the relaying side is connected to Redis.

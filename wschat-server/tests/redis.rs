@@ -244,3 +244,55 @@ async fn an_idle_instance_stays_connected_across_read_timeouts() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_instance_lets_go_of_redis() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let deadline = Instant::now() + WAIT;
+    while redis.other_clients() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the instance never connected its writer and reader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in servers {
+        s.stop().await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while redis.other_clients() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped instance still holds Redis connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Redis {
+    /// How many clients other than the asking one are connected.
+    fn other_clients(&self) -> usize {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        tcp.write_all(b"CLIENT LIST\r\n").unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        // A bulk string: "$<len>\r\n<lines>\r\n".
+        loop {
+            let n = tcp.read(&mut buf).unwrap();
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((len, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n")) {
+                let len: usize = len.parse().unwrap();
+                if rest.len() >= len {
+                    return rest[..len]
+                        .lines()
+                        .filter(|l| !l.contains("cmd=client|list"))
+                        .count();
+                }
+            }
+            assert!(n > 0, "redis closed the connection");
+        }
+    }
+}
