@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -62,7 +61,6 @@ pub(crate) async fn serve<S>(
     backplane: Option<&Backplane>,
     limits: &Limits,
     metrics: &Metrics,
-    mut shutdown: watch::Receiver<bool>,
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -75,9 +73,8 @@ where
     tokio::pin!(keepalive);
     let ended = loop {
         tokio::select! {
-            _ = crate::shutdown::requested(&mut shutdown) => {
-                break Ended::Closed(CloseCode::Away, "server shutting down");
-            }
+            // Shutdown closes the room: what is queued is written, then
+            // `recv` says `Closed`.
             delivery = member.recv() => match delivery {
                 Ok(frame) => {
                     // Boxed, like every write below: an idle connection's

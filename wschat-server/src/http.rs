@@ -156,7 +156,6 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
             app.backplane.as_deref(),
             &app.limits,
             &app.metrics,
-            app.shutdown.clone(),
         )
         .await;
         info!(%peer, %ended, "connection closed");
