@@ -278,3 +278,48 @@ async fn the_page_reconnects_after_a_restart_and_sends_again() {
     ann.close().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_follows_new_messages_unless_scrolled_up() {
+    let server = TestServer::start(&["--rate", "0"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    let mut bot = server.client().await;
+    for i in 0..60 {
+        bot.send(&common::chat("bot", &format!("filler {i}"))).await;
+    }
+    wait_until(&ann, "the filler", &shown("filler 59")).await;
+    const AT_BOTTOM: &str = "(() => { const m = document.querySelector('main'); \
+        return m.scrollHeight - m.scrollTop - m.clientHeight < 40; })()";
+    wait_until(&ann, "the view at the newest message", AT_BOTTOM).await;
+
+    // Scrolled up, the reader stays where they are.
+    ann.execute("document.querySelector('main').scrollTop = 0;", vec![])
+        .await
+        .unwrap();
+    bot.send(&common::chat("bot", "while you read")).await;
+    wait_until(&ann, "the new message", &shown("while you read")).await;
+    let top = ann
+        .execute("return document.querySelector('main').scrollTop;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        top,
+        json!(0),
+        "the view jumped while the reader was scrolled up"
+    );
+
+    // Back at the bottom, the view follows again.
+    ann.execute(
+        "const m = document.querySelector('main'); m.scrollTop = m.scrollHeight;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    bot.send(&common::chat("bot", "and now")).await;
+    wait_until(&ann, "the last message", &shown("and now")).await;
+    wait_until(&ann, "the view following", AT_BOTTOM).await;
+    ann.close().await.unwrap();
+    server.stop().await;
+}
