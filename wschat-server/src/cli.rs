@@ -137,7 +137,8 @@ pub struct Options {
     #[arg(long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
     pub burst: u32,
 
-    /// Outgoing messages queued per client before it counts as too slow.
+    /// How many messages a client may fall behind before it counts as too
+    /// slow (the room's ring, rounded up to a power of two).
     #[arg(long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
