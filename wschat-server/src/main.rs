@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::net::TcpListener;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, Targets};
+use tracing_subscriber::prelude::*;
 use wschat_core::Jwt;
 use wschat_server::cli::{LogFormat, TokenArgs};
 use wschat_server::{Cli, Command, Options};
@@ -68,20 +71,22 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
 
 /// Logs to stderr at `RUST_LOG`'s levels (default `info`), except that the
 /// WebSocket crates stop at `debug`: at `trace` they print whole frames,
-/// and a frame can carry a token.
+/// and a frame can carry a token. The cap is a second filter, so it only
+/// ever removes lines: it never turns on the crates' debug lines.
 fn init_logging(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for quiet in ["tungstenite=debug", "tokio_tungstenite=debug"] {
-        if let Ok(directive) = quiet.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = Targets::new()
+        .with_default(Level::TRACE)
+        .with_target("tungstenite", Level::DEBUG)
+        .with_target("tokio_tungstenite", Level::DEBUG);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(levels.and(cap)))
+        .init();
 }

@@ -118,3 +118,28 @@ fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "the token was logged");
 }
+
+#[test]
+fn the_websocket_crates_follow_rust_log_below_debug() {
+    let (mut child, addr, log) = spawn_binary_logging(&[], "info");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let log = log.complete();
+    assert!(log.contains("connection closed"), "the log: {log}");
+    assert!(
+        !log.contains("DEBUG"),
+        "debug lines at RUST_LOG=info: {log}"
+    );
+}
