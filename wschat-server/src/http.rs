@@ -17,11 +17,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use wschat_core::Room;
 
 use crate::assets::Assets;
@@ -143,12 +144,19 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
             }
         };
         let app = &slot.app;
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(app.ws_config),
-        )
-        .await;
+        // Back to the bare TcpStream that hyper boxed when it handed the
+        // socket over, so no layer sits under every read and write. The
+        // read buffer is copied out and let go at once: even empty, it
+        // holds on to hyper's whole 8 KiB buffer.
+        let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
+            Err(_) => {
+                warn!(%peer, "upgraded connection is not a TCP stream");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config))
+            .await;
         info!(%peer, "connection opened");
         let ended = connection::serve(
             ws,

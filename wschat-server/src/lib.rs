@@ -139,26 +139,14 @@ pub async fn run(
         history = app.options.history,
         "listening on http://{addr}/"
     );
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(serve_tcp(app.clone(), tcp, peer));
-                }
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off and
-                    // let connections close rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    // Accepting runs as a task, not on the thread that awaits `run`: a
+    // connection task it spawns then starts on a worker's own queue
+    // instead of waking a worker through the shared one.
+    let accepting = tokio::spawn(accept(listener, app.clone()));
+    shutdown.await;
     info!("shutting down");
-    drop(listener);
     let _ = stop.send(true);
+    let _ = accepting.await;
     app.room.close();
     if let Some(backplane) = &app.backplane {
         backplane.stop();
@@ -172,6 +160,28 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Accepts connections until the server shuts down, then drops the
+/// listener.
+async fn accept(listener: TcpListener, app: Arc<App>) {
+    let mut stopped = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = shutdown::requested(&mut stopped) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(serve_tcp(app.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off and
+                    // let connections close rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 /// Serves one TCP connection's HTTP until it upgrades, ends, times out

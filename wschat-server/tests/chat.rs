@@ -163,3 +163,39 @@ async fn a_client_gets_everything_relayed_after_its_handshake() {
     assert_eq!(late.recv().await["msg"], "right after");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The request and a first frame (masked with a zero key) in one write,
+    // so the server reads both at once.
+    let text = chat("ann", "early");
+    let mut bytes = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    bytes.extend([0x81, 0x80 | text.len() as u8, 0, 0, 0, 0]);
+    bytes.extend(text.as_bytes());
+    tcp.write_all(&bytes).await.unwrap();
+    let mut seen = Vec::new();
+    let relayed = tokio::time::timeout(common::WAIT, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains(r#""msg":"early""#) {
+                break;
+            }
+        }
+    })
+    .await;
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(relayed.is_ok(), "not relayed; got {seen:?}");
+    assert!(seen.starts_with("HTTP/1.1 101"), "{seen:?}");
+    server.stop().await;
+}
