@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// One server to connect to.
 struct Endpoint {
@@ -48,6 +48,13 @@ impl Target {
 
     /// Opens one WebSocket to the next server from the next source address.
     pub async fn connect(&self) -> Result<Ws, String> {
+        Ok(self.handshake().await?.into_ws())
+    }
+
+    /// Opens a connection and completes the upgrade, nothing more: the
+    /// `connect` load only closes it again, so it is not split into
+    /// halves and gets only the buffer the response needs.
+    pub async fn handshake(&self) -> Result<Upgraded, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let source = self.sources[n % self.sources.len()];
         let server = &self.endpoints[n % self.endpoints.len()];
@@ -64,7 +71,6 @@ impl Target {
             .connect(server.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -73,7 +79,7 @@ impl Target {
         tcp.write_all(request.as_bytes())
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; HANDSHAKE_BUFFER];
         let mut len = 0;
         let end = loop {
             let n = tcp
@@ -98,20 +104,67 @@ impl Target {
                 status.lines().next().unwrap_or_default()
             ));
         }
+        Ok(Upgraded {
+            tcp,
+            buf,
+            start: end,
+            end: len,
+        })
+    }
+}
+
+/// A connection whose upgrade succeeded, with what was read after the
+/// response.
+pub struct Upgraded {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Upgraded {
+    /// Splits the connection for reading and writing frames.
+    pub fn into_ws(self) -> Ws {
+        let Upgraded {
+            tcp,
+            mut buf,
+            start,
+            end,
+        } = self;
+        // Frames go out as they are written. (The handshake needs no
+        // NODELAY: each of its writes waits for the previous one's answer.)
+        let _ = tcp.set_nodelay(true);
         let (read, write) = tcp.into_split();
-        buf.copy_within(end..len, 0);
+        buf.copy_within(start..end, 0);
         buf.resize(READ_BUFFER, 0);
-        Ok(Ws {
+        Ws {
             reader: Reader {
                 read,
                 buf,
                 start: 0,
-                end: len - end,
+                end: end - start,
             },
             writer: Writer {
                 write: Arc::new(tokio::sync::Mutex::new(write)),
             },
-        })
+        }
+    }
+
+    /// Sends a close frame and closes the socket without waiting for the
+    /// server's answer. The frame is sent with `MSG_MORE`, so the FIN that
+    /// closing queues leaves in the same segment: one packet fewer for
+    /// both ends to process.
+    pub async fn close(self) {
+        let mut frame = Vec::with_capacity(8);
+        encode(&mut frame, 0x8, &1000u16.to_be_bytes());
+        let socket = socket2::SockRef::from(&self.tcp);
+        let sent = self.tcp.try_io(Interest::WRITABLE, || {
+            socket.send_with_flags(&frame, libc::MSG_MORE)
+        });
+        if !matches!(sent, Ok(n) if n == frame.len()) {
+            let mut tcp = self.tcp;
+            let _ = tcp.write_all(&frame).await;
+        }
     }
 }
 
@@ -136,6 +189,8 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
 }
 
 const READ_BUFFER: usize = 16 * 1024;
+/// Room for the upgrade response (and a first frame behind it).
+const HANDSHAKE_BUFFER: usize = 1024;
 
 /// One connection, splittable into its reading and writing halves.
 pub struct Ws {

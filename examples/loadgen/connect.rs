@@ -52,10 +52,10 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         tasks.push(tokio::spawn(async move {
             let mut first_error = None;
             while Instant::now() < deadline {
-                match target.connect().await {
-                    Ok(ws) => {
+                match target.handshake().await {
+                    Ok(upgraded) => {
                         ok.fetch_add(1, Ordering::Relaxed);
-                        ws.writer.close().await;
+                        upgraded.close().await;
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::Relaxed);

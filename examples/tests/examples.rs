@@ -148,3 +148,71 @@ fn the_tcp_room_relays_lines_between_connections() {
         (Some("ann"), Some("over tcp"))
     );
 }
+
+/// Runs `wschat-loadgen` with `args` and `--json`; returns its report.
+async fn loadgen(args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-loadgen"));
+    command.args(args).arg("--json");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_measures_each_load() {
+    let addr = server(&["--rate", "0"]).await;
+    let url = format!("ws://{addr}/");
+    let pid = std::process::id().to_string();
+    let common = ["--url", &url, "--pid", &pid];
+
+    let fanout = loadgen(
+        &[
+            &["fanout"][..],
+            &common,
+            &["--listeners", "20", "--publishers", "2", "--rate", "50"],
+            &["--duration", "1"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(fanout["published"].as_u64() > Some(0), "{fanout}");
+    assert_eq!(
+        fanout["deliveries"].as_u64(),
+        fanout["published"].as_u64().map(|p| p * 20),
+        "{fanout}"
+    );
+    assert_eq!(fanout["lost"], 0, "{fanout}");
+    assert_eq!(fanout["out_of_order_or_dup"], 0, "{fanout}");
+    assert!(fanout["server_rss_kib"].as_u64() > Some(0), "{fanout}");
+
+    let connect = loadgen(
+        &[
+            &["connect"][..],
+            &common,
+            &["--concurrency", "4", "--duration", "1"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+
+    let idle = loadgen(
+        &[
+            &["idle"][..],
+            &common,
+            &["--connections", "50", "--hold", "0"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(idle["connections"], 50, "{idle}");
+    assert!(idle["server_rss_after_kib"].as_u64() > Some(0), "{idle}");
+}
