@@ -53,7 +53,7 @@ run_load() { # load name server -> json file
                 --listeners 10000 --publishers 1 --rate 10 --duration 10 ;;
     idle10k) "$LOADGEN" idle --url "$url" --pid "$PID" --json --sources "$SOURCES" \
                 --connections 10000 --hold 3 ;;
-    connect) "$LOADGEN" connect --url "$url" --pid "$PID" --json --sources "$SOURCES" \
+    connect) "$LOADGEN" connect --url "$url" --pid "$PID" --json \
                 --concurrency 50 --duration 10 ;;
   esac >"$file" 2>"$OUT/$load.$name.$3.err" || echo '{}' >"$file"
   stop

@@ -19,7 +19,8 @@ struct Endpoint {
 }
 
 /// Where to connect and from where; hands out servers and source
-/// addresses in turn.
+/// addresses in turn. Without sources, the kernel picks the source
+/// address, which saves a `bind` call per connection.
 pub struct Target {
     endpoints: Vec<Endpoint>,
     sources: Vec<IpAddr>,
@@ -37,11 +38,7 @@ impl Target {
         }
         Ok(Target {
             endpoints,
-            sources: if sources.is_empty() {
-                vec![[127, 0, 0, 1].into()]
-            } else {
-                sources.to_vec()
-            },
+            sources: sources.to_vec(),
             next: AtomicUsize::new(0),
         })
     }
@@ -56,7 +53,6 @@ impl Target {
     /// halves and gets only the buffer the response needs.
     pub async fn handshake(&self) -> Result<Upgraded, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let source = self.sources[n % self.sources.len()];
         let server = &self.endpoints[n % self.endpoints.len()];
         let socket = if server.addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -64,9 +60,11 @@ impl Target {
             TcpSocket::new_v6()
         }
         .map_err(|e| format!("socket: {e}"))?;
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .map_err(|e| format!("bind {source}: {e}"))?;
+        if let Some(source) = self.sources.get(n % self.sources.len().max(1)) {
+            socket
+                .bind(SocketAddr::new(*source, 0))
+                .map_err(|e| format!("bind {source}: {e}"))?;
+        }
         let mut tcp = socket
             .connect(server.addr)
             .await

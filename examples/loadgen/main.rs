@@ -56,8 +56,9 @@ pub struct Common {
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/")]
     pub url: Vec<String>,
     /// Local source addresses to spread connections over (comma-separated),
-    /// past the ephemeral port limit of one address.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    /// past the ephemeral port limit of one address. By default the
+    /// kernel picks one.
+    #[arg(long, value_delimiter = ',')]
     pub sources: Vec<IpAddr>,
     /// The server's PID, to report its CPU use and RSS.
     #[arg(long)]
