@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs the same loads against wschat and a Node.js `ws` relay, alternately,
-# and prints a table of medians with the ratio wschat/peer.
+# Runs the same loads against wschat, a Node.js `ws` relay and a bare
+# tokio-tungstenite relay (`bare_relay.rs`: wschat's transport without its
+# work, the ceiling), alternately, and prints a table of medians with the
+# ratios wschat/peer.
 #
 #   examples/bench/compare.sh [PASSES]      (default 3)
 #
 # Needs cargo, node and npm (the `ws` package is installed into a temporary
 # folder). Servers are started with what the loads need: wschat with
 # --rate 0 (no publish limit), --max-connections 25000, --send-queue 65536
-# and RUST_LOG=warn (no per-connection log lines). Takes about 4 minutes a
+# and RUST_LOG=warn (no per-connection log lines). Takes about 6 minutes a
 # pass.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +19,7 @@ ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p wschat-server -p wschat-examples
 SERVER=target/release/wschat-server
 LOADGEN=target/release/wschat-loadgen
+BARE=target/release/bare-relay
 NODE_DIR=$(mktemp -d)
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR"' EXIT
@@ -31,6 +34,7 @@ start() { # name -> sets PID, PORT
     wschat) RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$PORT" --rate 0 --max-connections 25000 \
               --send-queue 65536 2>"$OUT/$1.log" & ;;
     node)   node "$NODE_DIR/node-relay.js" "$PORT" 2>"$OUT/$1.log" & ;;
+    bare)   "$BARE" "127.0.0.1:$PORT" 2>"$OUT/$1.log" & ;;
   esac
   PID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return; sleep 0.1; done
@@ -60,9 +64,10 @@ run_load() { # load name server -> json file
 }
 
 LOADS="fanout1k fanout10k idle10k connect"
+SERVERS="wschat node bare"
 for pass in $(seq "$PASSES"); do
   for load in $LOADS; do
-    for name in wschat node; do
+    for name in $SERVERS; do
       echo "pass $pass: $load on $name" >&2
       run_load "$load" "$name" "$pass"
     done
@@ -91,11 +96,11 @@ def med(load, name, key):
         if isinstance(v, (int, float)):
             vals.append(v)
     return statistics.median(vals) if vals else None
-print(f"{'load':<40} {'wschat':>12} {'node ws':>12} {'wschat/node':>12}")
+print(f"{'load':<40} {'wschat':>12} {'node ws':>12} {'wschat/node':>12} {'bare relay':>12} {'wschat/bare':>12}")
+fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else f"{v:,}")
+ratio = lambda w, p: f"{w / p:.2f}x" if w is not None and p else "-"
 for load, key, label, _ in rows:
-    w, n = med(load, "wschat", key), med(load, "node", key)
-    ratio = f"{w / n:.2f}x" if w is not None and n else "-"
-    fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else f"{v:,}")
-    print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio:>12}")
+    w, n, b = (med(load, name, key) for name in ("wschat", "node", "bare"))
+    print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio(w, n):>12} {fmt(b):>12} {ratio(w, b):>12}")
 print(f"(medians of {passes} alternating passes; raw results in {out})")
 PY

@@ -216,3 +216,41 @@ async fn the_load_generator_measures_each_load() {
     assert_eq!(idle["connections"], 50, "{idle}");
     assert!(idle["server_rss_after_kib"].as_u64() > Some(0), "{idle}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bare_relay_relays_what_the_load_generator_sends() {
+    let mut relay = Killed(
+        Command::new(env!("CARGO_BIN_EXE_bare-relay"))
+            .arg("127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(relay.0.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().strip_prefix("listening on ").unwrap();
+    let url = format!("ws://{addr}/");
+    let report = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "--listeners",
+        "10",
+        "--publishers",
+        "1",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+    ])
+    .await;
+    assert!(report["published"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(
+        report["deliveries"].as_u64(),
+        report["published"].as_u64().map(|p| p * 10),
+        "{report}"
+    );
+}
