@@ -121,15 +121,7 @@ fn the_tcp_room_relays_lines_between_connections() {
             .spawn()
             .unwrap(),
     );
-    let mut first = String::new();
-    BufReader::new(room.0.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let addr = listening_address(&mut room.0);
     let ann = std::net::TcpStream::connect(&addr).unwrap();
     let bob = std::net::TcpStream::connect(&addr).unwrap();
     bob.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -149,10 +141,11 @@ fn the_tcp_room_relays_lines_between_connections() {
     );
 }
 
-/// Runs `wschat-loadgen` with `args` and `--json`; returns its report.
-async fn loadgen(args: &[&str]) -> serde_json::Value {
+/// Runs `wschat-loadgen MODE` with `common` and `args` and `--json`;
+/// returns its report.
+async fn loadgen(mode: &str, common: &[&str], args: &[&str]) -> serde_json::Value {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-loadgen"));
-    command.args(args).arg("--json");
+    command.arg(mode).args(common).args(args).arg("--json");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -165,6 +158,32 @@ async fn loadgen(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Checks that a fan-out report saw every message reach every listener.
+fn assert_all_delivered(report: &serde_json::Value, listeners: u64) {
+    assert!(report["published"].as_u64() > Some(0), "{report}");
+    assert_eq!(
+        report["deliveries"].as_u64(),
+        report["published"].as_u64().map(|p| p * listeners),
+        "{report}"
+    );
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["out_of_order_or_dup"], 0, "{report}");
+}
+
+/// The address in the first line a child prints on stderr
+/// (`listening on ADDR`).
+fn listening_address(child: &mut Child) -> String {
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_load_generator_measures_each_load() {
     let addr = server(&["--rate", "0"]).await;
@@ -173,46 +192,33 @@ async fn the_load_generator_measures_each_load() {
     let common = ["--url", &url, "--pid", &pid];
 
     let fanout = loadgen(
+        "fanout",
+        &common,
         &[
-            &["fanout"][..],
-            &common,
-            &["--listeners", "20", "--publishers", "2", "--rate", "50"],
-            &["--duration", "1"],
-        ]
-        .concat(),
+            "--listeners",
+            "20",
+            "--publishers",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
     )
     .await;
-    assert!(fanout["published"].as_u64() > Some(0), "{fanout}");
-    assert_eq!(
-        fanout["deliveries"].as_u64(),
-        fanout["published"].as_u64().map(|p| p * 20),
-        "{fanout}"
-    );
-    assert_eq!(fanout["lost"], 0, "{fanout}");
-    assert_eq!(fanout["out_of_order_or_dup"], 0, "{fanout}");
+    assert_all_delivered(&fanout, 20);
     assert!(fanout["server_rss_kib"].as_u64() > Some(0), "{fanout}");
 
     let connect = loadgen(
-        &[
-            &["connect"][..],
-            &common,
-            &["--concurrency", "4", "--duration", "1"],
-        ]
-        .concat(),
+        "connect",
+        &common,
+        &["--concurrency", "4", "--duration", "1"],
     )
     .await;
     assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
     assert_eq!(connect["failed"], 0, "{connect}");
 
-    let idle = loadgen(
-        &[
-            &["idle"][..],
-            &common,
-            &["--connections", "50", "--hold", "0"],
-        ]
-        .concat(),
-    )
-    .await;
+    let idle = loadgen("idle", &common, &["--connections", "50", "--hold", "0"]).await;
     assert_eq!(idle["connections"], 50, "{idle}");
     assert!(idle["server_rss_after_kib"].as_u64() > Some(0), "{idle}");
 }
@@ -226,31 +232,21 @@ async fn the_bare_relay_relays_what_the_load_generator_sends() {
             .spawn()
             .unwrap(),
     );
-    let mut first = String::new();
-    BufReader::new(relay.0.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first.trim().strip_prefix("listening on ").unwrap();
-    let url = format!("ws://{addr}/");
-    let report = loadgen(&[
+    let url = format!("ws://{}/", listening_address(&mut relay.0));
+    let fanout = loadgen(
         "fanout",
-        "--url",
-        &url,
-        "--listeners",
-        "10",
-        "--publishers",
-        "1",
-        "--rate",
-        "50",
-        "--duration",
-        "1",
-    ])
+        &["--url", &url],
+        &[
+            "--listeners",
+            "10",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    )
     .await;
-    assert!(report["published"].as_u64() > Some(0), "{report}");
-    assert_eq!(report["lost"], 0, "{report}");
-    assert_eq!(
-        report["deliveries"].as_u64(),
-        report["published"].as_u64().map(|p| p * 10),
-        "{report}"
-    );
+    assert_all_delivered(&fanout, 10);
 }

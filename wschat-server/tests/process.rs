@@ -85,24 +85,37 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Runs the binary at `RUST_LOG=level`, runs `session` against its
+/// address, stops it with SIGTERM and returns its whole log.
+fn log_of<F: std::future::Future<Output = ()>>(
+    args: &[&str],
+    level: &str,
+    session: impl FnOnce(String) -> F,
+) -> String {
+    let (mut child, addr, log) = spawn_binary_logging(args, level);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(session(addr));
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    log.complete()
+}
+
 #[test]
 fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
     const SECRET: &str = "s3cret-that-must-not-leak";
-    let (mut child, addr, log) = spawn_binary_logging(&["--jwt-secret", SECRET], "trace");
     let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new(SECRET))
         .mint("sub", "ann", None)
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    let frame = format!(r#"{{"usr":"ann","msg":"hi","jwt":"{token}"}}"#);
+    let log = log_of(&["--jwt-secret", SECRET], "trace", |addr| async move {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
             .unwrap();
-        let frame = format!(r#"{{"usr":"ann","msg":"hi","jwt":"{token}"}}"#);
         ws.send(Message::text(frame)).await.unwrap();
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() {
@@ -110,9 +123,6 @@ fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
             }
         }
     });
-    signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
-    let log = log.complete();
     assert!(log.contains("DEBUG"), "the log is verbose: {log}");
     assert!(!log.contains(SECRET), "the secret was logged");
     let signature = token.rsplit('.').next().unwrap();
@@ -121,12 +131,7 @@ fn secrets_and_tokens_never_reach_the_log_even_at_trace_level() {
 
 #[test]
 fn the_websocket_crates_follow_rust_log_below_debug() {
-    let (mut child, addr, log) = spawn_binary_logging(&[], "info");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    let log = log_of(&[], "info", |addr| async move {
         use futures_util::StreamExt;
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
@@ -134,9 +139,6 @@ fn the_websocket_crates_follow_rust_log_below_debug() {
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = ws.next().await {}
     });
-    signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
-    let log = log.complete();
     assert!(log.contains("connection closed"), "the log: {log}");
     assert!(
         !log.contains("DEBUG"),
