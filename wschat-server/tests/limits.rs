@@ -67,14 +67,23 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_others_get_everythi
         assert_eq!(m["i"], i, "the reading client gets every message, in order");
     }
     let _tx = writer.await.unwrap();
+    // The slow client still reads nothing, so the server's write to it is
+    // blocked on a full socket: the server must notice by itself.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = server.get("/metrics").await;
+        if metrics.contains("wschat_clients_dropped_slow_total 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dropped while blocked: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let close = slow.recv_close().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.contains("too slow"), "{}", close.reason);
-    let (_, metrics) = server.get("/metrics").await;
-    assert!(
-        metrics.contains("wschat_clients_dropped_slow_total 1"),
-        "{metrics}"
-    );
     server.stop().await;
 }
 
