@@ -166,8 +166,8 @@ where
 /// Writes `first` and everything else already queued, then flushes once.
 ///
 /// One hand-written poll loop for the whole batch: this is the path every
-/// delivery takes, and a future (with a stall check) per frame cost a
-/// tenth of the server's time at full fan-out. Only when the socket
+/// delivery takes, and a future (with a stall check) per frame cost 8% of
+/// the server's time at full fan-out. Only when the socket
 /// blocks does the stall check start: a timer that, every
 /// [`STALL_CHECK`], gives up if the member has fallen a whole ring behind.
 async fn write_queued<S>(
