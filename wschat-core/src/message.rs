@@ -58,6 +58,11 @@ impl<'a> Message<'a> {
                 "not a JSON object".to_owned()
             })
         })?;
+        if let Some(at) = lone_surrogate(frame) {
+            return Err(PublishError::InvalidJson(format!(
+                "a \\u escape at byte {at} is half a surrogate pair, which is no Unicode text"
+            )));
+        }
         let find = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         let usr = match find("usr").map(string_value) {
             None => return Err(PublishError::InvalidMessage("missing \"usr\"".into())),
@@ -162,6 +167,43 @@ fn string_value(raw: &RawValue) -> Option<Cow<'_, str>> {
         // Escapes need an owned copy.
         Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
     }
+}
+
+/// Where a `\u` escape in `json` (valid JSON text) encodes half a UTF-16
+/// surrogate pair without its other half, if anywhere.
+///
+/// Values are kept unparsed, so serde_json never decodes their strings and
+/// would not see this; but relayed, such a string breaks strict readers
+/// (serde_json among them), and I-JSON (RFC 7493) forbids it. In valid
+/// JSON a backslash only occurs inside strings, so a scan of escapes is
+/// enough.
+fn lone_surrogate(json: &str) -> Option<usize> {
+    let bytes = json.as_bytes();
+    let unit = |at: usize| -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(0xD800..=0xDBFF) => match unit(i + 6) {
+                Some(0xDC00..=0xDFFF) => i += 12,
+                _ => return Some(i),
+            },
+            Some(0xDC00..=0xDFFF) => return Some(i),
+            Some(_) => i += 6,
+            // Any other escape is two bytes (`\"`, `\\`, `\n`, ...).
+            None => i += 2,
+        }
+    }
+    None
 }
 
 /// The members of one JSON object, in order, values unparsed.
@@ -287,6 +329,30 @@ mod tests {
         let m = Message::parse(r#"{"usr":"a","msg":"m","jwt":5}"#).unwrap();
         assert_eq!(m.jwt(), None);
         assert_eq!(m.render("T"), r#"{"usr":"a","msg":"m","tim":"T"}"#);
+    }
+
+    #[test]
+    fn rejects_lone_surrogate_escapes_anywhere() {
+        // Such a string is no Unicode text: strict readers (serde_json)
+        // reject the whole message, so relaying it would break them.
+        for frame in [
+            r#"{"usr":"a","msg":"m","x":"\uD800"}"#,
+            r#"{"usr":"a","msg":"m","x":"\uDC00\uD800"}"#,
+            r#"{"usr":"a","msg":"m","x":{"k\udbff":1}}"#,
+            r#"{"usr":"a","msg":"m","x":["\uD83D\n"]}"#,
+            // The inputs cargo-fuzz found (`wschat-core/fuzz`, target `message`).
+            r#"{"usr":"ann","msg":"hi","g\t+im":"y,,,,,,,,,,,,,,,,,,\uDBBB,,,,,,,,,,,,,,,,,,,,,","n":[]}"#,
+            "{\"usr\":\"nn\",\"msg\":\"x\",\"vmi\":[   {\"usr\\uDBBBBNNO\":\"-ann\",\"msg\":[2,2e5111111]   \t\t\t\t}\t\t\t\t\t\t\t\t\t ]}",
+        ] {
+            assert_eq!(code(frame), "invalid_json", "{frame}");
+        }
+        for frame in [
+            r#"{"usr":"a","msg":"m","x":"\uD83D\uDE00"}"#,
+            r#"{"usr":"a","msg":"m","x":"\\uD800"}"#,
+            r#"{"usr":"a","msg":"m","x":"\u00e9\\"}"#,
+        ] {
+            assert!(Message::parse(frame).is_ok(), "{frame}");
+        }
     }
 
     #[test]

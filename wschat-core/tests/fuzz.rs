@@ -1,7 +1,7 @@
 //! Property tests over the frame parser and the JWT path: whatever a client
 //! sends, the core answers with a message or a typed error, never a panic.
-//! (cargo-fuzz needs a nightly toolchain, which CI does not have; these run
-//! on every `cargo test`.)
+//! These run on every `cargo test`; the coverage-guided cargo-fuzz targets
+//! in `wschat-core/fuzz` go deeper when run for a while (see the README).
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
