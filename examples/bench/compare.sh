@@ -84,6 +84,7 @@ rows = [
     ("fanout10k", "lost", "10k listeners: lost", None),
     ("idle10k", "server_kib_per_connection", "10k idle: server KiB/conn", False),
     ("connect", "handshakes_per_s", "connect c=50: handshakes/s", True),
+    ("connect", "server_cpu_us_per_handshake", "connect: server CPU µs/handshake", False),
 ]
 def med(load, name, key):
     vals = []

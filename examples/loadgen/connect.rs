@@ -77,6 +77,9 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
     let _ = progress.await;
     let (own_cpu, server_cpu) = cpu.stop();
     let handshakes = ok.load(Ordering::Relaxed);
+    // Percent of a core over `secs`, as µs of CPU per handshake.
+    let per_handshake =
+        |pct: f64| (handshakes > 0).then(|| round1(pct / 100.0 * secs * 1e6 / handshakes as f64));
     let mut report = Report::new("connect", args.common.json);
     report
         .add("concurrency", args.concurrency)
@@ -85,6 +88,13 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         .add("failed", failed.load(Ordering::Relaxed))
         .add("first_error", first_error)
         .add("loadgen_cpu_pct", round1(own_cpu))
-        .add("server_cpu_pct", server_cpu.map(round1));
+        .add("server_cpu_pct", server_cpu.map(round1))
+        // CPU per handshake says more than the rate when server and
+        // generator share the cores: the rate is bounded by their sum.
+        .add("loadgen_cpu_us_per_handshake", per_handshake(own_cpu))
+        .add(
+            "server_cpu_us_per_handshake",
+            server_cpu.and_then(per_handshake),
+        );
     Ok(report)
 }

@@ -217,6 +217,10 @@ async fn the_load_generator_measures_each_load() {
     .await;
     assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
     assert_eq!(connect["failed"], 0, "{connect}");
+    assert!(
+        connect["server_cpu_us_per_handshake"].as_f64() > Some(0.0),
+        "{connect}"
+    );
 
     let idle = loadgen("idle", &common, &["--connections", "50", "--hold", "0"]).await;
     assert_eq!(idle["connections"], 50, "{idle}");
