@@ -7,8 +7,8 @@
 //! written before one flush, so under load one write carries many frames.
 
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -167,9 +167,8 @@ where
 ///
 /// One hand-written poll loop for the whole batch: this is the path every
 /// delivery takes, and a future (with a stall check) per frame cost 8% of
-/// the server's time at full fan-out. Only when the socket
-/// blocks does the stall check start: a timer that, every
-/// [`STALL_CHECK`], gives up if the member has fallen a whole ring behind.
+/// the server's time at full fan-out. Only when the socket blocks does the
+/// [`StallCheck`] start.
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
     member: &mut Member,
@@ -181,7 +180,7 @@ where
 {
     let mut next = Some(first);
     let mut bytes = 0;
-    let mut stall_check: Option<Pin<Box<Sleep>>> = None;
+    let mut stall = StallCheck::default();
     let written = poll_fn(|cx| {
         loop {
             let blocked = match next.take() {
@@ -217,15 +216,10 @@ where
             if !blocked {
                 continue;
             }
-            let check =
-                stall_check.get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
-            if check.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if member.is_too_slow() {
-                return Poll::Ready(Err(too_slow(metrics)));
-            }
-            check.as_mut().reset(Instant::now() + STALL_CHECK);
+            return match stall.poll(cx, member) {
+                Poll::Ready(()) => Poll::Ready(Err(too_slow(metrics))),
+                Poll::Pending => Poll::Pending,
+            };
         }
     })
     .await;
@@ -238,28 +232,46 @@ where
 /// How often a blocked write checks whether its member fell too far behind.
 const STALL_CHECK: Duration = Duration::from_millis(200);
 
-/// Runs a write unless the member falls a whole ring behind first: a peer
-/// that stopped reading blocks writes, and must not hold its task forever.
-/// The check only starts (and arms a timer) if the write does not finish
-/// at once.
+/// Lets a write blocked on a peer give up once the peer's member has fallen
+/// a whole ring behind: a peer that stopped reading must not hold its task
+/// forever. Polled only after a write returned `Pending`, so its timer is
+/// armed only then.
+#[derive(Default)]
+struct StallCheck(Option<Pin<Box<Sleep>>>);
+
+impl StallCheck {
+    /// Ready once `member` is too slow; checks every [`STALL_CHECK`].
+    fn poll(&mut self, cx: &mut Context<'_>, member: &Member) -> Poll<()> {
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if member.is_too_slow() {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(Instant::now() + STALL_CHECK);
+        }
+    }
+}
+
+/// Runs a write unless the member falls a whole ring behind first (see
+/// [`StallCheck`]).
 async fn unless_stalled(
     write: impl Future<Output = Result<(), WsError>>,
     member: &Member,
     metrics: &Metrics,
 ) -> Result<(), Ended> {
-    let stalled = async {
-        loop {
-            tokio::time::sleep(STALL_CHECK).await;
-            if member.is_too_slow() {
-                return;
-            }
+    let mut write = pin!(write);
+    let mut stall = StallCheck::default();
+    poll_fn(|cx| {
+        if let Poll::Ready(written) = write.as_mut().poll(cx) {
+            return Poll::Ready(written.map_err(Ended::Error));
         }
-    };
-    tokio::select! {
-        biased;
-        written = write => written.map_err(Ended::Error),
-        () = stalled => Err(too_slow(metrics)),
-    }
+        ready!(stall.poll(cx, member));
+        Poll::Ready(Err(too_slow(metrics)))
+    })
+    .await
 }
 
 fn too_slow(metrics: &Metrics) -> Ended {
