@@ -153,8 +153,7 @@ impl Upgraded {
     /// closing queues leaves in the same segment: one packet fewer for
     /// both ends to process.
     pub async fn close(self) {
-        let mut frame = Vec::with_capacity(8);
-        encode(&mut frame, 0x8, &1000u16.to_be_bytes());
+        let frame = close_frame();
         let socket = socket2::SockRef::from(&self.tcp);
         let sent = self.tcp.try_io(Interest::WRITABLE, || {
             socket.send_with_flags(&frame, libc::MSG_MORE)
@@ -313,8 +312,15 @@ impl Writer {
 
     /// Sends a close frame.
     pub async fn close(&self) {
-        let _ = self.send(0x8, &1000u16.to_be_bytes()).await;
+        let _ = self.write.lock().await.write_all(&close_frame()).await;
     }
+}
+
+/// A masked close frame with code 1000 (normal closure).
+fn close_frame() -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8);
+    encode(&mut frame, 0x8, &1000u16.to_be_bytes());
+    frame
 }
 
 /// Appends a final, masked (zero key) frame.
