@@ -85,4 +85,4 @@ pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
 pub use log::{Log, MemoryLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
-pub use room::{Member, Room, RoomConfig};
+pub use room::{Member, Pending, Room, RoomConfig};

@@ -2,7 +2,9 @@
 //!
 //! A published frame is parsed, authorized, stamped, rendered once and
 //! appended to the log; only then is it put in the room's ring of recent
-//! messages, all under one lock, so every member sees one order. Members
+//! messages. Batches are written and relayed one at a time, in stamp order,
+//! so every member sees one order; joining waits only for a relay, never
+//! for the log's write (a disk can take its time). Members
 //! read the ring at their own pace ("fan-out follows the log"): publishing
 //! costs the same for ten members or ten thousand, and the room never waits
 //! for anyone. A member that falls a whole ring behind has lost messages,
@@ -110,9 +112,12 @@ struct Shared {
     jwt: Option<Jwt>,
     clock: Arc<dyn Clock>,
     log: Arc<dyn Log>,
-    /// Taken first, briefly: stamps and queues a message for the log.
+    /// Taken briefly: stamps and queues a message for the log.
     order: Mutex<Order>,
-    /// Taken second, while a batch is written: the log's output.
+    /// Held while a batch is written to the log, which may take as long as
+    /// a disk does; nothing but publishing waits for it.
+    commit: Mutex<Commit>,
+    /// Taken briefly, to relay a written batch or to join.
     state: Mutex<State>,
 }
 
@@ -123,15 +128,19 @@ struct Order {
     pending: Vec<(u64, Frame)>,
 }
 
+/// How far the log has got.
+struct Commit {
+    /// Every message numbered below this has been written (or has failed).
+    committed: u64,
+    /// Why the log refused messages whose publishers have not looked yet.
+    failed: HashMap<u64, LogError>,
+}
+
 /// What the log has committed: the ring members read and the history.
 struct State {
     /// `None` once the room is closed.
     ring: Option<broadcast::Sender<Frame>>,
     history: VecDeque<Frame>,
-    /// Every message numbered below this has been written (or has failed).
-    committed: u64,
-    /// Why the log refused messages whose publishers have not looked yet.
-    failed: HashMap<u64, LogError>,
 }
 
 impl Room {
@@ -189,11 +198,13 @@ impl Room {
                     next_seq: 0,
                     pending: Vec::new(),
                 }),
+                commit: Mutex::new(Commit {
+                    committed: 0,
+                    failed: HashMap::new(),
+                }),
                 state: Mutex::new(State {
                     ring: Some(ring),
                     history,
-                    committed: 0,
-                    failed: HashMap::new(),
                 }),
             }),
         }
@@ -234,19 +245,33 @@ impl Room {
     /// assert_eq!(room.publish("not json").unwrap_err().code(), "invalid_json");
     /// ```
     pub fn publish(&self, frame: &str) -> Result<Frame, PublishError> {
-        let (seq, out) = self.stamp(frame, true)?;
-        // Group commit: whoever holds the state lock writes every message
-        // stamped so far in one batch; the others find theirs written.
-        let mut state = self.lock();
-        if state.committed <= seq {
-            self.commit(&mut state);
-        }
-        match state.failed.remove(&seq) {
-            None => Ok(out),
-            Some(e) => Err(PublishError::Unavailable(format!(
-                "cannot relay now ({e}); try again later"
-            ))),
-        }
+        self.submit(frame)?.commit()
+    }
+
+    /// The first half of [`publish`](Self::publish): validates, authorizes,
+    /// stamps and queues the frame for the log, and returns at once. The
+    /// message joins the next batch the log writes, whoever writes it; it
+    /// is relayed once that batch is written, and the publisher learns the
+    /// outcome from [`Pending::commit`]. An async transport can so wait
+    /// for its turn without holding a thread while a disk is slow.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default());
+    /// let mut m = room.join();
+    /// let pending = room.submit(r#"{"usr":"a","msg":"m"}"#).unwrap();
+    /// assert_eq!(m.try_recv(), Ok(None), "queued for the log, not relayed");
+    /// let relayed = pending.commit().unwrap();
+    /// assert_eq!(m.try_recv(), Ok(Some(relayed)));
+    /// ```
+    pub fn submit(&self, frame: &str) -> Result<Pending, PublishError> {
+        let (seq, frame) = self.stamp(frame, true)?;
+        Ok(Pending {
+            room: self.clone(),
+            seq,
+            frame,
+        })
     }
 
     /// Validates, authorizes, stamps and renders a frame without relaying
@@ -315,7 +340,9 @@ impl Room {
     }
 
     /// Writes every pending message to the log, then relays them in order.
-    fn commit(&self, state: &mut State) {
+    /// Only the commit lock is held while the log writes: joining members,
+    /// the history and the member count never wait for a disk.
+    fn commit(&self, commit: &mut Commit) {
         let batch = std::mem::take(&mut lock(&self.shared.order).pending);
         let Some(&(last, _)) = batch.last() else {
             return;
@@ -323,23 +350,24 @@ impl Room {
         let frames: Vec<Frame> = batch.into_iter().map(|(_, frame)| frame).collect();
         match self.shared.log.append(&frames) {
             Ok(()) => {
+                let mut state = self.lock();
                 for frame in frames {
-                    self.relay(state, frame);
+                    self.relay(&mut state, frame);
                 }
             }
             Err(e) => {
                 let first = last + 1 - frames.len() as u64;
-                state
+                commit
                     .failed
                     .extend((first..=last).map(|seq| (seq, e.clone())));
             }
         }
-        state.committed = last + 1;
+        commit.committed = last + 1;
     }
 
     /// Reopens the log by name, for log rotation (SIGHUP).
     pub fn reopen_log(&self) -> Result<(), LogError> {
-        let _state = self.lock();
+        let _between_batches = lock(&self.shared.commit);
         self.shared.log.reopen()
     }
 
@@ -492,6 +520,13 @@ impl Member {
         self.room.publish(frame)
     }
 
+    /// Like [`publish`](Self::publish) but only queues the message for the
+    /// log: counts against the rate limit, then as [`Room::submit`].
+    pub fn submit(&mut self, frame: &str) -> Result<Pending, PublishError> {
+        self.check_rate()?;
+        self.room.submit(frame)
+    }
+
     /// Like [`publish`](Self::publish) but relays nothing: counts against
     /// the rate limit, then as [`Room::prepare`].
     pub fn prepare(&mut self, frame: &str) -> Result<Frame, PublishError> {
@@ -515,6 +550,41 @@ impl fmt::Debug for Member {
         f.debug_struct("Member")
             .field("too_slow", &self.too_slow)
             .finish_non_exhaustive()
+    }
+}
+
+/// A message the room has stamped and queued for its log but not yet
+/// relayed; see [`Room::submit`]. Dropping it does not withdraw the
+/// message: it is written and relayed with the next batch committed.
+#[derive(Debug)]
+#[must_use = "the publisher learns whether its message was relayed only from `commit`"]
+pub struct Pending {
+    room: Room,
+    seq: u64,
+    frame: Frame,
+}
+
+impl Pending {
+    /// Waits until the log has written this message, writing the batch
+    /// itself (everything queued so far) when no one else is, and returns
+    /// the relayed frame. Blocks for as long as the log's write takes.
+    ///
+    /// Fails with `unavailable` when the log refused the batch; the
+    /// message was then not relayed.
+    pub fn commit(self) -> Result<Frame, PublishError> {
+        let room = &self.room;
+        // Group commit: whoever holds the commit lock writes every message
+        // stamped so far in one batch; the others find theirs written.
+        let mut commit = lock(&room.shared.commit);
+        if commit.committed <= self.seq {
+            room.commit(&mut commit);
+        }
+        match commit.failed.remove(&self.seq) {
+            None => Ok(self.frame),
+            Some(e) => Err(PublishError::Unavailable(format!(
+                "cannot relay now ({e}); try again later"
+            ))),
+        }
     }
 }
 
@@ -700,6 +770,81 @@ mod tests {
             batches.len() < 100,
             "some batches held several messages: {batches:?}"
         );
+    }
+
+    #[test]
+    fn joining_never_waits_for_the_log() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        /// A log whose writes wait until the test lets them go, as a hung
+        /// disk's do.
+        struct Hung {
+            writing: mpsc::SyncSender<()>,
+            release: Mutex<mpsc::Receiver<()>>,
+        }
+        impl Log for Hung {
+            fn append(&self, _: &[Frame]) -> Result<(), LogError> {
+                let _ = self.writing.send(());
+                let _ = self.release.lock().unwrap().recv();
+                Ok(())
+            }
+            fn recent(&self, _: usize) -> Result<Vec<Frame>, LogError> {
+                Ok(Vec::new())
+            }
+        }
+        let (writing, started) = mpsc::sync_channel(1);
+        let (release, released) = mpsc::channel();
+        let log = Hung {
+            writing,
+            release: Mutex::new(released),
+        };
+        let room = Room::with_log(unlimited().history(5), Arc::new(log)).unwrap();
+        let mut early = room.join();
+        let publisher = {
+            let room = room.clone();
+            std::thread::spawn(move || room.publish(HI))
+        };
+        started.recv().unwrap();
+        let (done, joined) = mpsc::channel();
+        {
+            let room = room.clone();
+            std::thread::spawn(move || {
+                let late = room.join();
+                let _ = done.send((late, room.history().len(), room.members()));
+            });
+        }
+        let waited = joined.recv_timeout(Duration::from_secs(5));
+        release.send(()).unwrap();
+        let (mut late, history, members) = waited.expect("join waited for the log's write");
+        assert_eq!(
+            (history, members),
+            (0, 2),
+            "nothing relayed before the write"
+        );
+        publisher.join().unwrap().unwrap();
+        assert_eq!(drain(&mut early).len(), 1);
+        assert_eq!(
+            drain(&mut late).len(),
+            1,
+            "a member that joined during the write gets it"
+        );
+    }
+
+    #[test]
+    fn one_commit_writes_everything_submitted_before_it() {
+        let room = Room::new(unlimited());
+        let mut m = room.join();
+        let first = room.submit(r#"{"usr":"a","msg":"1"}"#).unwrap();
+        let dropped = room.submit(r#"{"usr":"a","msg":"2"}"#).unwrap();
+        drop(dropped);
+        let third = room.submit(r#"{"usr":"a","msg":"3"}"#).unwrap();
+        assert_eq!(drain(&mut m).len(), 0);
+        let relayed = third.commit().unwrap();
+        let seen = drain(&mut m);
+        assert_eq!(seen.len(), 3, "the dropped one too, in stamp order");
+        assert_eq!(seen[2], relayed);
+        assert_eq!(first.commit().unwrap(), seen[0], "already written");
+        assert_eq!(drain(&mut m).len(), 0, "and relayed only once");
     }
 
     #[test]

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::runtime::RuntimeFlavor;
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{Frame, Member, PublishError, RecvError};
+use wschat_core::{Frame, Member, Pending, PublishError, RecvError};
 
 use crate::metrics::Metrics;
 use crate::redis_log::Backplane;
@@ -34,6 +35,23 @@ const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Limits {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+}
+
+/// Where a connection's messages are committed before they are relayed.
+#[derive(Clone, Copy)]
+pub(crate) enum Commit<'a> {
+    /// The room's in-memory log: quick, done in place.
+    InPlace,
+    /// The room's archive, which takes as long as the disk does. The
+    /// message is queued at once (so it joins the next batch written),
+    /// then committed inside `block_in_place`, which hands this worker's
+    /// other tasks, and the polling of sockets and timers, to another
+    /// thread meanwhile: a slow or hung disk holds its publishers, never
+    /// every connection. (Blocking a worker without telling tokio can
+    /// leave the rest asleep, with nobody polling sockets.)
+    Archive,
+    /// The Redis stream the instances share.
+    Backplane(&'a Backplane),
 }
 
 /// Why a connection ended, for the log line.
@@ -61,7 +79,7 @@ impl std::fmt::Display for Ended {
 pub(crate) async fn serve<S>(
     mut ws: WebSocketStream<S>,
     mut member: Member,
-    backplane: Option<&Backplane>,
+    commit: Commit<'_>,
     limits: &Limits,
     metrics: &Metrics,
 ) -> Ended
@@ -109,9 +127,13 @@ where
                     Some(Err(e)) => break Ended::Error(e),
                     Some(Ok(Message::Text(text))) => {
                         metrics.received();
-                        let published = match backplane {
-                            None => member.publish(&text).map(drop),
-                            Some(backplane) => match member.prepare(&text) {
+                        let published = match commit {
+                            Commit::InPlace => member.publish(&text).map(drop),
+                            Commit::Archive => match member.submit(&text) {
+                                Ok(pending) => commit_to_archive(pending),
+                                Err(e) => Err(e),
+                            },
+                            Commit::Backplane(backplane) => match member.prepare(&text) {
                                 Ok(frame) => backplane.publish(&frame).await,
                                 Err(e) => Err(e),
                             },
@@ -161,6 +183,17 @@ where
         Box::pin(close(&mut ws, *code, reason)).await;
     }
     ended
+}
+
+/// Commits a queued message, telling tokio that this thread may block.
+fn commit_to_archive(pending: Pending) -> Result<(), PublishError> {
+    let commit = || pending.commit().map(drop);
+    // `block_in_place` needs the multi-thread runtime (the binary's); on
+    // a current-thread runtime there is no other thread to hand work to.
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(commit),
+        _ => commit(),
+    }
 }
 
 /// Writes `first` and everything else already queued, then flushes once.

@@ -33,7 +33,7 @@ fn serve(options: Options) -> Result<(), String> {
     init_logging(options.log_format);
     raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let stop = wschat_server::shutdown::signal();
         let listener = TcpListener::bind(options.listen)
             .await
@@ -41,8 +41,15 @@ fn serve(options: Options) -> Result<(), String> {
         wschat_server::run(listener, options, stop)
             .await
             .map_err(|e| e.to_string())
-    })
+    });
+    // A write to a hung disk may never return; do not wait for it on the
+    // way out (its messages were never relayed).
+    runtime.shutdown_timeout(EXIT_GRACE);
+    served
 }
+
+/// How long an exiting server waits for threads still busy (a write).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Each connection is a file descriptor: lift the soft limit to the hard
 /// one, and say so when even that is below `--max-connections`.

@@ -210,3 +210,124 @@ fn an_unusable_archive_path_is_a_one_line_error() {
         assert!(stderr.contains(path), "{stderr}");
     }
 }
+
+/// A FIFO nobody reads from: a disk whose writes hang (a dead network
+/// volume, a stalled device) once its buffer is full. Sending on the
+/// returned channel (or dropping it) makes it read everything, which the
+/// returned thread then yields.
+fn stuck_disk(
+    name: &str,
+) -> (
+    PathBuf,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::Read;
+    let path = temp_path(name);
+    let made = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+    let (unstick, stuck) = std::sync::mpsc::channel::<()>();
+    let fifo = path.clone();
+    let disk = std::thread::spawn(move || {
+        let mut reader = std::fs::File::open(fifo).unwrap();
+        let _ = stuck.recv();
+        let mut written = String::new();
+        reader.read_to_string(&mut written).unwrap();
+        written
+    });
+    (path, unstick, disk)
+}
+
+#[test]
+fn a_stuck_archive_write_holds_its_publishers_not_the_server() {
+    let (path, unstick, disk) = stuck_disk("stuck.fifo");
+    let (mut child, addr, _) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
+    // More publishers than the server has worker threads, so that every
+    // worker would be held if a waiting write held its thread.
+    let workers = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let publishers = 2 * workers + 4;
+    let big = "x".repeat(30_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (answered, relayed) = rt.block_on(async {
+        let connect = || async {
+            tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+                .await
+                .unwrap()
+                .0
+        };
+        let mut listener = connect().await;
+        let mut clients = Vec::new();
+        for _ in 0..publishers {
+            clients.push(connect().await);
+        }
+        for (i, ws) in clients.iter_mut().enumerate() {
+            ws.send(Message::text(chat(&format!("p{i}"), &big)))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let health = common::http_get(addr.parse().unwrap(), "/healthz", &[]);
+        let answered = tokio::time::timeout(Duration::from_secs(3), health).await;
+        let newcomer = tokio::time::timeout(Duration::from_secs(3), connect()).await;
+        let _ = unstick.send(());
+        let mut relayed = 0;
+        while relayed < publishers {
+            match tokio::time::timeout(common::WAIT, listener.next()).await {
+                Ok(Some(Ok(Message::Text(_)))) => relayed += 1,
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        (answered.is_ok() && newcomer.is_ok(), relayed)
+    });
+    signal(&child, "-TERM");
+    let deadline = Instant::now() + common::WAIT;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    assert!(child.wait().unwrap().success());
+    let archived = disk.join().unwrap();
+    assert!(
+        answered,
+        "the server stopped answering while an archive write waited"
+    );
+    assert_eq!(relayed, publishers, "every message relayed once unstuck");
+    assert_eq!(archived.lines().count(), publishers, "and archived");
+}
+
+#[test]
+fn sigterm_ends_the_server_while_an_archive_write_hangs() {
+    let (path, unstick, disk) = stuck_disk("stuck-term.fifo");
+    let (mut child, addr, _) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            let text = chat("a", &"x".repeat(30_000));
+            ws.send(Message::text(text)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    signal(&child, "-TERM");
+    // The publisher's connection cannot close while its message waits for
+    // the disk, so the server first waits out its 7 s shutdown grace.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(unstick);
+    let _ = disk.join();
+    assert!(exited.is_some(), "still running 20 s after SIGTERM");
+}
