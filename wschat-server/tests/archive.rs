@@ -238,6 +238,24 @@ fn stuck_disk(
     (path, unstick, disk)
 }
 
+/// Sends SIGTERM and gives the server `within` to exit; kills it if it
+/// has not, so a failing test leaves nothing running. Its exit status, if
+/// it exited by itself.
+fn terminate(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    signal(child, "-TERM");
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    exited
+}
+
 #[test]
 fn a_stuck_archive_write_holds_its_publishers_not_the_server() {
     let (path, unstick, disk) = stuck_disk("stuck.fifo");
@@ -283,13 +301,8 @@ fn a_stuck_archive_write_holds_its_publishers_not_the_server() {
         }
         (answered.is_ok() && newcomer.is_ok(), relayed)
     });
-    signal(&child, "-TERM");
-    let deadline = Instant::now() + common::WAIT;
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    assert!(child.wait().unwrap().success());
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
     let archived = disk.join().unwrap();
     assert!(
         answered,
@@ -317,16 +330,9 @@ fn sigterm_ends_the_server_while_an_archive_write_hangs() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     });
-    signal(&child, "-TERM");
     // The publisher's connection cannot close while its message waits for
     // the disk, so the server first waits out its 7 s shutdown grace.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let exited = child.try_wait().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let exited = terminate(&mut child, Duration::from_secs(20));
     drop(unstick);
     let _ = disk.join();
     assert!(exited.is_some(), "still running 20 s after SIGTERM");
