@@ -12,7 +12,7 @@ async fn main() {
     let mut bob = room.join();
 
     // A frame read from ann's connection:
-    if let Err(e) = ann.publish(r#"{"usr":"ann","msg":"hi bob"}"#) {
+    if let Err(e) = ann.publish(r#"{"usr":"ann","msg":"hi bob"}"#).await {
         // Send e.to_frame() back to ann alone.
         eprintln!("rejected: {e}");
     }

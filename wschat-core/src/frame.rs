@@ -3,6 +3,9 @@
 use std::fmt;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::message::Message;
 
 /// The UTF-8 text of one outgoing message, reference-counted.
 ///
@@ -56,6 +59,55 @@ impl Frame {
         match std::str::from_utf8(&bytes) {
             Ok(_) => Ok(Frame(bytes)),
             Err(_) => Err(bytes),
+        }
+    }
+}
+
+impl Frame {
+    /// The message's `tim`, its place in the room's order (see
+    /// [`Room`](crate::Room)); `None` for a frame without one (an error
+    /// frame).
+    ///
+    /// ```
+    /// use wschat_core::Frame;
+    ///
+    /// let f = Frame::from(r#"{"usr":"a","msg":"m","tim":"2020-08-11T22:26:58.118678679Z"}"#.to_owned());
+    /// assert_eq!(f.tim().unwrap().to_rfc3339(), "2020-08-11T22:26:58.118678679+00:00");
+    /// assert_eq!(Frame::from(r#"{"err":"x"}"#.to_owned()).tim(), None);
+    /// ```
+    pub fn tim(&self) -> Option<DateTime<Utc>> {
+        #[derive(serde::Deserialize)]
+        struct Tim<'a> {
+            #[serde(borrow)]
+            tim: Option<std::borrow::Cow<'a, str>>,
+        }
+        let tim: Tim<'_> = serde_json::from_str(self.as_str()).ok()?;
+        DateTime::parse_from_rfc3339(&tim.tim?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Checks that `text` is a message as a room relays it (one line, a
+    /// valid message with a `tim`), for frames read from a log another
+    /// process wrote: what fails here must never be relayed.
+    ///
+    /// ```
+    /// use wschat_core::Frame;
+    ///
+    /// let ok = r#"{"usr":"a","msg":"m","tim":"2020-08-11T22:26:58.118678679Z"}"#;
+    /// assert!(Frame::relayed(ok.to_owned()).is_ok());
+    /// assert!(Frame::relayed(r#"{"usr":"a","msg":"m"}"#.to_owned()).is_err());
+    /// assert!(Frame::relayed("hello".to_owned()).is_err());
+    /// ```
+    pub fn relayed(text: String) -> Result<Frame, String> {
+        if text.contains(['\n', '\r']) {
+            return Err("more than one line".into());
+        }
+        Message::parse(&text).map_err(|e| e.to_string())?;
+        let frame = Frame::from(text);
+        match frame.tim() {
+            Some(_) => Ok(frame),
+            None => Err("no valid \"tim\"".into()),
         }
     }
 }

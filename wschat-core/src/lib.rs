@@ -15,8 +15,12 @@
 //! Per connection: [`Room::join`] a member (before telling the client it is
 //! connected, so it misses nothing), then loop over two things at once:
 //!
-//! * a frame read from the client goes to [`Member::publish`]; on error,
-//!   send [`PublishError::to_frame`] back to that client alone;
+//! * a frame read from the client goes to [`Member::publish`], the one verb
+//!   whatever the log: it queues the message at once and returns a
+//!   [`Publish`] that resolves when the log has committed it (at once with
+//!   the default in-memory log; [`Publish::try_outcome`] tells without
+//!   waiting). On error, send [`PublishError::to_frame`] back to that
+//!   client alone;
 //! * whatever [`Member::recv`] yields goes to the client; drain
 //!   [`Member::try_recv`] too and flush once. [`RecvError::TooSlow`] means
 //!   the client fell a whole ring behind: close it. While a write is
@@ -37,8 +41,11 @@
 //!
 //! Every accepted message goes to the room's [`Log`] before any member can
 //! read it: [`MemoryLog`] (the default) keeps nothing, [`Archive`] appends
-//! JSON Lines to a file, in group commits. Implement [`Log`] for other
-//! storage.
+//! JSON Lines to a file, in group commits, from a writer thread of the
+//! room's own (a hung disk holds only the publishers awaiting it).
+//! Implement [`Log`] for other storage, or [`SharedLog`] for a log that
+//! several rooms (servers) share and that orders messages itself; build
+//! the room with [`Room::builder`].
 //!
 //! ```
 //! use wschat_core::{JwtConfig, Jwt, Room, RoomConfig};
@@ -50,12 +57,12 @@
 //! let mut ann = room.join();
 //! let mut bob = room.join();
 //!
-//! let err = ann.publish(r#"{"usr":"ann","msg":"no token"}"#).unwrap_err();
+//! let err = ann.publish(r#"{"usr":"ann","msg":"no token"}"#).await.unwrap_err();
 //! assert_eq!(err.to_frame().as_str(),
 //!            r#"{"err":"unauthorized","detail":"a \"jwt\" string is required to publish"}"#);
 //!
 //! let token = Jwt::new(jwt).mint("sub", "ann", None).unwrap();
-//! ann.publish(&format!(r#"{{"usr":"ann","msg":"hello","jwt":"{token}"}}"#)).unwrap();
+//! ann.publish(&format!(r#"{{"usr":"ann","msg":"hello","jwt":"{token}"}}"#)).await.unwrap();
 //! let relayed = bob.recv().await.unwrap();
 //! assert!(relayed.as_str().starts_with(r#"{"usr":"ann","msg":"hello","tim":"#));
 //! assert!(!relayed.as_str().contains("jwt"), "the token is never relayed");
@@ -67,7 +74,6 @@
 
 #![deny(missing_docs)]
 
-mod archive;
 mod clock;
 mod error;
 mod frame;
@@ -77,12 +83,11 @@ mod message;
 mod rate;
 mod room;
 
-pub use archive::Archive;
 pub use clock::{Clock, ManualClock, SystemClock, format_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
-pub use log::{Log, MemoryLog};
+pub use log::{Ack, Archive, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
-pub use room::{Member, Pending, Room, RoomConfig};
+pub use room::{Member, Publish, Room, RoomBuilder, RoomConfig};

@@ -90,12 +90,7 @@ pub struct Options {
 
     /// Share one room with other instances through this Redis server
     /// (e.g. redis://127.0.0.1:6379/).
-    #[arg(
-        long,
-        env = "WSCHAT_REDIS",
-        value_name = "URL",
-        conflicts_with = "archive"
-    )]
+    #[arg(long, env = "WSCHAT_REDIS", value_name = "URL")]
     pub redis: Option<String>,
 
     /// The Redis stream the instances share.

@@ -6,6 +6,7 @@
 //! and no lock is held while writing. Every frame already readable is
 //! written before one flush, so under load one write carries many frames.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
@@ -13,16 +14,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::runtime::RuntimeFlavor;
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{Frame, Member, Pending, PublishError, RecvError};
+use wschat_core::{Frame, Member, Publish, PublishError, RecvError};
 
 use crate::metrics::Metrics;
-use crate::redis_log::Backplane;
 
 /// How long sending a close frame may take: a stalled peer that resumes
 /// reading within it still learns why it was closed.
@@ -37,22 +36,10 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// Where a connection's messages are committed before they are relayed.
-#[derive(Clone, Copy)]
-pub(crate) enum Commit<'a> {
-    /// The room's in-memory log: quick, done in place.
-    InPlace,
-    /// The room's archive, which takes as long as the disk does. The
-    /// message is queued at once (so it joins the next batch written),
-    /// then committed inside `block_in_place`, which hands this worker's
-    /// other tasks, and the polling of sockets and timers, to another
-    /// thread meanwhile: a slow or hung disk holds its publishers, never
-    /// every connection. (Blocking a worker without telling tokio can
-    /// leave the rest asleep, with nobody polling sockets.)
-    Archive,
-    /// The Redis stream the instances share.
-    Backplane(&'a Backplane),
-}
+/// How many of one connection's messages may await their commit at once
+/// (a slow disk, a Redis round trip) before the connection stops reading
+/// more from its client: publishing pipelines, and the wait stays bounded.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Why a connection ended, for the log line.
 #[derive(Debug)]
@@ -79,7 +66,6 @@ impl std::fmt::Display for Ended {
 pub(crate) async fn serve<S>(
     mut ws: WebSocketStream<S>,
     mut member: Member,
-    commit: Commit<'_>,
     limits: &Limits,
     metrics: &Metrics,
 ) -> Ended
@@ -92,6 +78,9 @@ where
     let mut pinged = false;
     let keepalive = tokio::time::sleep_until(last_seen + limits.ping_interval);
     tokio::pin!(keepalive);
+    // Publishes awaiting their commit, answered in order (a `VecDeque`
+    // allocates nothing until used: idle connections stay small).
+    let mut in_flight: VecDeque<Publish> = VecDeque::new();
     let ended = loop {
         tokio::select! {
             // Shutdown closes the room: what is queued is written, then
@@ -108,7 +97,16 @@ where
                 Err(RecvError::TooSlow) => break too_slow(metrics),
                 Err(_) => break Ended::Closed(CloseCode::Away, "server shutting down"),
             },
-            incoming = ws.next() => {
+            outcome = next_outcome(&mut in_flight), if !in_flight.is_empty() => {
+                if let Some(err) = answer(outcome, metrics) {
+                    metrics.rejected(&err);
+                    let sent = ws.send(text_message(err.to_frame()));
+                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                        break ended;
+                    }
+                }
+            }
+            incoming = ws.next(), if in_flight.len() < MAX_IN_FLIGHT => {
                 last_seen = Instant::now();
                 pinged = false;
                 let reply = match incoming {
@@ -127,23 +125,15 @@ where
                     Some(Err(e)) => break Ended::Error(e),
                     Some(Ok(Message::Text(text))) => {
                         metrics.received();
-                        let published = match commit {
-                            Commit::InPlace => member.publish(&text).map(drop),
-                            Commit::Archive => match member.submit(&text) {
-                                Ok(pending) => commit_to_archive(pending),
-                                Err(e) => Err(e),
-                            },
-                            Commit::Backplane(backplane) => match member.prepare(&text) {
-                                Ok(frame) => backplane.publish(&frame).await,
-                                Err(e) => Err(e),
-                            },
-                        };
-                        match published {
-                            Ok(()) => {
-                                metrics.relayed();
+                        let mut publish = member.publish(&text);
+                        // Answered now when the log has already committed
+                        // it (always, in memory) and nothing is ahead of it.
+                        match in_flight.is_empty().then(|| publish.try_outcome()).flatten() {
+                            Some(outcome) => answer(outcome, metrics),
+                            None => {
+                                in_flight.push_back(publish);
                                 None
                             }
-                            Err(e) => Some(e),
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -185,14 +175,25 @@ where
     ended
 }
 
-/// Commits a queued message, telling tokio that this thread may block.
-fn commit_to_archive(pending: Pending) -> Result<(), PublishError> {
-    let commit = || pending.commit().map(drop);
-    // `block_in_place` needs the multi-thread runtime (the binary's); on
-    // a current-thread runtime there is no other thread to hand work to.
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        RuntimeFlavor::MultiThread => tokio::task::block_in_place(commit),
-        _ => commit(),
+/// The outcome of the oldest publish in flight, once it is known.
+async fn next_outcome(in_flight: &mut VecDeque<Publish>) -> Result<Frame, PublishError> {
+    let outcome = poll_fn(|cx| match in_flight.front_mut() {
+        Some(oldest) => Pin::new(oldest).poll(cx),
+        None => Poll::Pending,
+    })
+    .await;
+    in_flight.pop_front();
+    outcome
+}
+
+/// Counts a publish's outcome; the error frame to send, if any.
+fn answer(outcome: Result<Frame, PublishError>, metrics: &Metrics) -> Option<PublishError> {
+    match outcome {
+        Ok(_) => {
+            metrics.relayed();
+            None
+        }
+        Err(e) => Some(e),
     }
 }
 

@@ -27,7 +27,7 @@ use wschat_core::Room;
 
 use crate::assets::Assets;
 use crate::cli::Options;
-use crate::connection::{self, Commit, Limits};
+use crate::connection::{self, Limits};
 use crate::metrics::Metrics;
 use crate::redis_log::Backplane;
 
@@ -158,12 +158,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         let ws = WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config))
             .await;
         info!(%peer, "connection opened");
-        let commit = match (&app.backplane, app.options.archive.is_some()) {
-            (Some(backplane), _) => Commit::Backplane(backplane),
-            (None, true) => Commit::Archive,
-            (None, false) => Commit::InPlace,
-        };
-        let ended = connection::serve(ws, member, commit, &app.limits, &app.metrics).await;
+        let ended = connection::serve(ws, member, &app.limits, &app.metrics).await;
         info!(%peer, %ended, "connection closed");
         drop(slot);
     });

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
-use wschat_core::{Archive, LogError, Room};
+use wschat_core::{Archive, Log, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
 pub use redis_log::BackplaneError;
@@ -37,7 +37,6 @@ use assets::Assets;
 use connection::Limits;
 use http::App;
 use metrics::Metrics;
-use redis_log::Backplane;
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
@@ -57,24 +56,43 @@ pub enum ServerError {
     Backplane(#[from] redis_log::BackplaneError),
 }
 
-/// The room the options describe, with its archive if one is configured.
-fn build_room(options: &Options) -> Result<Room, ServerError> {
-    let Some(path) = &options.archive else {
-        return Ok(Room::new(options.room_config()));
-    };
-    let archive =
-        Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
-    let room =
-        Room::with_log(options.room_config(), archive.clone()).map_err(ServerError::Archive)?;
-    if archive.skipped_lines() > 0 {
-        warn!(
-            path = %path.display(),
-            skipped = archive.skipped_lines(),
-            "skipped archive lines that are not JSON objects (a torn last line after a crash?)"
-        );
+/// The room the options describe: its archive, if one is configured, and
+/// with `--redis` the stream as its shared log, whose tail is the history.
+async fn build_room(options: &Options) -> Result<(Room, Option<redis_log::Link>), ServerError> {
+    let mut builder = Room::builder(options.room_config());
+    if let Some(path) = &options.archive {
+        let archive =
+            Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
+        if options.redis.is_none() {
+            // With Redis, the history is the stream's tail instead.
+            let recent = archive
+                .recent(options.history)
+                .map_err(ServerError::Archive)?;
+            if archive.skipped_lines() > 0 {
+                warn!(
+                    path = %path.display(),
+                    skipped = archive.skipped_lines(),
+                    "skipped archive lines that are not JSON objects (a torn last line after a crash?)"
+                );
+            }
+            builder = builder.history(recent);
+        }
+        info!(path = %path.display(), fsync = options.archive_fsync, "archive open");
+        builder = builder.log(archive);
     }
-    info!(path = %path.display(), fsync = options.archive_fsync, history = room.history().len(), "archive open");
-    Ok(room)
+    let link = match &options.redis {
+        Some(url) => {
+            Some(redis_log::Link::connect(url, &options.redis_key, options.history).await?)
+        }
+        None => None,
+    };
+    if let Some(link) = &link {
+        builder = builder
+            .history(link.history.clone())
+            .shared_log(link.log.clone());
+    }
+    let room = builder.build().map_err(ServerError::Archive)?;
+    Ok((room, link))
 }
 
 /// Serves `listener` with `options` until `shutdown` resolves; then stops
@@ -93,25 +111,13 @@ pub async fn run(
             "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
         );
     }
-    let room = build_room(&options)?;
+    let (room, link) = build_room(&options).await?;
     let rotation = options
         .archive
         .is_some()
         .then(|| tokio::spawn(rotate::reopen_on_hangup(room.clone())));
     let metrics = Arc::new(Metrics::new());
-    let backplane = match &options.redis {
-        Some(url) => Some(
-            Backplane::start(
-                url,
-                &options.redis_key,
-                options.history,
-                room.clone(),
-                metrics.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
     let app = Arc::new(App {

@@ -14,9 +14,13 @@ pub(crate) async fn reopen_on_hangup(room: Room) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match room.reopen_log() {
-                Ok(()) => info!("SIGHUP: archive reopened"),
-                Err(e) => error!(error = %e, "SIGHUP: cannot reopen the archive"),
+            // Reopening waits for the batch being written, which takes as
+            // long as the disk does: never on a runtime worker.
+            let room = room.clone();
+            match tokio::task::spawn_blocking(move || room.reopen_log()).await {
+                Ok(Ok(())) => info!("SIGHUP: archive reopened"),
+                Ok(Err(e)) => error!(error = %e, "SIGHUP: cannot reopen the archive"),
+                Err(e) => error!(error = %e, "SIGHUP: reopening the archive failed"),
             }
         }
     }

@@ -258,13 +258,35 @@ fn terminate(
 
 #[test]
 fn a_stuck_archive_write_holds_its_publishers_not_the_server() {
-    let (path, unstick, disk) = stuck_disk("stuck.fifo");
-    let (mut child, addr, _) = spawn_binary(&["--rate", "0", "--archive", path.to_str().unwrap()]);
     // More publishers than the server has worker threads, so that every
     // worker would be held if a waiting write held its thread.
     let workers = std::thread::available_parallelism().map_or(4, |n| n.get());
-    let publishers = 2 * workers + 4;
-    let big = "x".repeat(30_000);
+    stuck_archive_holds_only_its_publishers("stuck.fifo", 2 * workers + 4, 30_000);
+}
+
+#[test]
+fn six_hundred_publishers_waiting_on_a_hung_disk_hold_nothing_else() {
+    // Past tokio's 512 blocking threads: waiting publishers must hold no
+    // thread at all. A FIFO's 64 KiB buffer takes about 30 messages of
+    // 2 KB before the "disk" hangs, so more than 512 wait.
+    stuck_archive_holds_only_its_publishers("stuck-600.fifo", 600, 2_000);
+}
+
+/// `publishers` clients publish a message of `size` bytes each while the
+/// archive's disk hangs; the server must still answer `/healthz` and
+/// upgrades, then relay and archive every message once the disk comes
+/// back.
+fn stuck_archive_holds_only_its_publishers(fifo: &str, publishers: usize, size: usize) {
+    let (path, unstick, disk) = stuck_disk(fifo);
+    let (mut child, addr, _) = spawn_binary(&[
+        "--rate",
+        "0",
+        "--max-connections",
+        "1000",
+        "--archive",
+        path.to_str().unwrap(),
+    ]);
+    let big = "x".repeat(size);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

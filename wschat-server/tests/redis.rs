@@ -296,3 +296,172 @@ impl Redis {
         }
     }
 }
+
+impl Redis {
+    /// A command through the redis crate's plain connection.
+    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con).unwrap()
+    }
+
+    /// Connections Redis has accepted since it started.
+    fn connections_received(&self) -> u64 {
+        let info: String = self.cmd(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
+    /// The `tim`s of the stream's messages, in stream order.
+    fn stream_tims(&self) -> Vec<String> {
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            self.cmd(&["XRANGE", "wschat", "-", "+"]);
+        entries
+            .into_iter()
+            .flat_map(|(_, fields)| fields)
+            .map(|(_, m)| {
+                let v: Value = serde_json::from_str(&m).unwrap();
+                v["tim"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_archive_each_instance_writes_what_it_relays_in_relay_order() {
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("wschat-redis-archive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<_> = (0..2).map(|i| dir.join(format!("{i}.jsonl"))).collect();
+    let mut servers = Vec::new();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+        let url = redis.url();
+        let args = [
+            "--redis",
+            &url,
+            "--rate",
+            "0",
+            "--archive",
+            path.to_str().unwrap(),
+        ];
+        servers.push(TestServer::start(&args).await);
+    }
+    let mut listeners = Vec::new();
+    for s in &servers {
+        listeners.push(s.client().await);
+    }
+    let mut publishers = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let mut c = s.client().await;
+        publishers.push(tokio::spawn(async move {
+            for k in 0..20 {
+                c.send(&chat(&format!("p{i}"), &k.to_string())).await;
+            }
+            c
+        }));
+    }
+    let mut seen = Vec::new();
+    for l in &mut listeners {
+        seen.push(recv_n(l, 40).await);
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    for s in servers {
+        s.stop().await;
+    }
+    for (path, seen) in paths.iter().zip(&seen) {
+        let archived: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            &archived, seen,
+            "the archive holds what its clients received"
+        );
+    }
+    assert_eq!(seen[0], seen[1], "one order on both instances");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_instance_appends_to_the_stream_in_tim_order() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(servers[0].client().await);
+    }
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for k in 0..40 {
+                c.send(&chat(&format!("p{i}"), &k.to_string())).await;
+            }
+            recv_n(&mut c, 8 * 40).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let tims = redis.stream_tims();
+    assert_eq!(tims.len(), 8 * 40);
+    assert!(
+        tims.windows(2).all(|w| w[0] < w[1]),
+        "the stream is in tim order"
+    );
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_that_are_not_wschat_messages_are_never_relayed() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut listener = servers[0].client().await;
+    let forged = r#"{"usr":"admin","msg":"forged"}"#;
+    let _: String = redis.cmd(&["XADD", "wschat", "*", "m", "not json"]);
+    let _: String = redis.cmd(&["XADD", "wschat", "*", "other", "field"]);
+    let _: String = redis.cmd(&["XADD", "wschat", "*", "m", forged]);
+    let two_lines =
+        "{\"usr\":\"a\",\"msg\":\"x\",\"tim\":\"2020-01-01T00:00:00.000000000Z\",\"y\":[\n1]}";
+    let _: String = redis.cmd(&["XADD", "wschat", "*", "m", two_lines]);
+    let mut publisher = servers[0].client().await;
+    publisher.send(&chat("a", "real")).await;
+    assert_eq!(listener.recv().await["msg"], "real", "only the real one");
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_read_waits_before_trying_again() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut c = servers[0].client().await;
+    c.send(&chat("a", "up")).await;
+    assert_eq!(c.recv().await["msg"], "up");
+    let _: () = redis.cmd(&["DEL", "wschat"]);
+    // The stream's key replaced by a string: every XREAD fails (WRONGTYPE),
+    // at the latest once the read blocked now gives up (5 s).
+    let _: () = redis.cmd(&["SET", "wschat", "not a stream"]);
+    let before = redis.connections_received();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let made = redis.connections_received() - before;
+    assert!(
+        made < 30,
+        "{made} connections in 7 s: Redis is being hammered"
+    );
+    for s in servers {
+        s.stop().await;
+    }
+}

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::Log;
 use crate::error::LogError;
 use crate::frame::Frame;
-use crate::log::Log;
 
 /// How much is read at a time when scanning backwards for lines.
 const CHUNK: usize = 64 * 1024;
@@ -27,7 +27,9 @@ const CHUNK: usize = 64 * 1024;
 /// let path = std::env::temp_dir().join(format!("wschat-doc-{}.jsonl", std::process::id()));
 /// let archive = Archive::open(&path, false).unwrap();
 /// let room = Room::with_log(RoomConfig::default(), std::sync::Arc::new(archive)).unwrap();
-/// room.publish(r#"{"usr":"a","msg":"kept"}"#).unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// room.publish(r#"{"usr":"a","msg":"kept"}"#).await.unwrap();
+/// # });
 ///
 /// let reopened = Archive::open(&path, false).unwrap();
 /// assert!(reopened.recent(10).unwrap()[0].as_str().contains("kept"));

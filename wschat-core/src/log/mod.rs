@@ -1,0 +1,169 @@
+//! The log seam: where committed messages go before anyone sees them.
+//!
+//! "The room is a log, fan-out follows the log": the room appends each
+//! stamped message to its log and only then hands it to members, so
+//! whatever a log promises (durability, for a file) holds for every message
+//! any member received, and the log's order is the order every member sees.
+//!
+//! Two kinds of log plug in here:
+//!
+//! * a [`Log`] the room orders itself: [`MemoryLog`] (the default, which
+//!   keeps nothing beyond the room's history) and [`Archive`] (a JSON Lines
+//!   file). The room appends batches to it from one writer and relays each
+//!   batch once it is written.
+//! * a [`SharedLog`] that orders messages itself, shared by several rooms
+//!   (the server's Redis stream): the room hands it each stamped message in
+//!   stamp order and relays only what the transport reads back from it
+//!   through [`Room::deliver`](crate::Room::deliver), which goes through the
+//!   room's own [`Log`] first (an archive of what this room relayed).
+
+mod archive;
+
+use tokio::sync::oneshot;
+
+use crate::error::LogError;
+use crate::frame::Frame;
+
+pub use archive::Archive;
+
+/// Storage the room writes every relayed message to, in relay order.
+///
+/// The room calls `append` with every message stamped since the last call
+/// (group commit: while one batch is being written, the next one gathers),
+/// from one writer at a time, and relays a batch only once `append` has
+/// returned `Ok`. An error makes each message of the batch fail with
+/// `unavailable`; none of them is relayed.
+///
+/// A log whose `append` may block (a disk) is written from a thread of the
+/// room's own, so a slow or hung disk holds only the publishers awaiting
+/// it; one that never blocks ([`blocks`](Self::blocks) is `false`) is
+/// written in place by the publisher.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use wschat_core::{Frame, Log, LogError, Room, RoomConfig};
+///
+/// #[derive(Default)]
+/// struct Recorder(Mutex<Vec<String>>);
+///
+/// impl Log for Recorder {
+///     fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+///         let mut seen = self.0.lock().unwrap();
+///         seen.extend(frames.iter().map(|f| f.to_string()));
+///         Ok(())
+///     }
+///     fn recent(&self, _n: usize) -> Result<Vec<Frame>, LogError> {
+///         Ok(Vec::new())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let log = std::sync::Arc::new(Recorder::default());
+/// let room = Room::with_log(RoomConfig::default(), log.clone()).unwrap();
+/// room.publish(r#"{"usr":"a","msg":"hi"}"#).await.unwrap();
+/// assert_eq!(log.0.lock().unwrap().len(), 1);
+/// # });
+/// ```
+pub trait Log: Send + Sync + 'static {
+    /// Stores `frames`, in order, before they are relayed.
+    fn append(&self, frames: &[Frame]) -> Result<(), LogError>;
+
+    /// The last `n` stored messages, oldest first, to fill the history at
+    /// start.
+    fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError>;
+
+    /// Reopens the storage by name (after log rotation renamed it); the
+    /// default does nothing.
+    fn reopen(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Whether `append` may block (waits for a disk or a network): such a
+    /// log gets a writer thread of its own. The default is `true`.
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+/// The default log: stores nothing; the room's history ring is all there
+/// is. Appending never blocks, so publishers commit in place.
+///
+/// ```
+/// use wschat_core::{Log, MemoryLog};
+///
+/// assert!(MemoryLog.recent(10).unwrap().is_empty());
+/// assert!(!MemoryLog.blocks());
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryLog;
+
+impl Log for MemoryLog {
+    fn append(&self, _frames: &[Frame]) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn recent(&self, _n: usize) -> Result<Vec<Frame>, LogError> {
+        Ok(Vec::new())
+    }
+
+    fn blocks(&self) -> bool {
+        false
+    }
+}
+
+/// A log that orders messages itself and is shared by several rooms, such
+/// as a stream in a server that several processes write to.
+///
+/// The room calls [`append`](Self::append) under its ordering lock, in
+/// stamp order, so an implementation that writes its queue in order keeps
+/// each publisher's order (and the room's stamp order) in the shared log.
+/// The room relays nothing itself: the transport reads the shared log and
+/// hands what it reads, in the log's order, to
+/// [`Room::deliver`](crate::Room::deliver).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use wschat_core::{Ack, Frame, Room, RoomConfig, SharedLog};
+///
+/// /// Accepts everything; a real one would write to a server.
+/// #[derive(Default)]
+/// struct Queue(Mutex<Vec<Frame>>);
+///
+/// impl SharedLog for Queue {
+///     fn append(&self, frame: Frame, ack: Ack) {
+///         self.0.lock().unwrap().push(frame);
+///         ack.send(Ok(()));
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let shared = std::sync::Arc::new(Queue::default());
+/// let room = Room::with_shared_log(RoomConfig::default(), shared.clone());
+/// let mut m = room.join();
+/// room.publish(r#"{"usr":"a","msg":"hi"}"#).await.unwrap();
+/// assert_eq!(m.try_recv(), Ok(None), "relayed only once read back");
+/// let written = shared.0.lock().unwrap().clone();
+/// room.deliver(written.clone()).await.unwrap();
+/// assert_eq!(m.try_recv(), Ok(Some(written[0].clone())));
+/// # });
+/// ```
+pub trait SharedLog: Send + Sync + 'static {
+    /// Queues `frame` to be appended after every frame queued before it,
+    /// and answers through `ack` once it is appended (or cannot be). Called
+    /// with the room's ordering lock held: must not block.
+    fn append(&self, frame: Frame, ack: Ack);
+}
+
+/// The answer a log owes one publisher: whether its message was
+/// committed. Dropping it unanswered tells the publisher its message was
+/// not (`unavailable`).
+#[derive(Debug)]
+pub struct Ack(pub(crate) oneshot::Sender<Result<(), LogError>>);
+
+impl Ack {
+    /// Tells the publisher the outcome; a publisher that stopped waiting
+    /// is not an error.
+    pub fn send(self, outcome: Result<(), LogError>) {
+        let _ = self.0.send(outcome);
+    }
+}

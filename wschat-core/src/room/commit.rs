@@ -1,0 +1,227 @@
+//! The ordering and commit engine: stamps messages in one order, writes
+//! them to the log in batches (group commit), and only then relays them.
+//!
+//! One lock (`order`) fixes the order: under it a message gets its `tim`
+//! and joins the queue for the log. One writer at a time takes the whole
+//! queue, appends it to the log and relays it: in place, by whichever
+//! publisher gets there first, when the log never blocks; on the room's
+//! own writer thread when it may (a disk), so a hung disk holds that thread
+//! and the publishers awaiting their [`Ack`], never a runtime's worker.
+//! Relaying takes a third, brief lock (`state`) that joining also takes, so
+//! joining never waits for a disk.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::clock::{Clock, format_tim};
+use crate::error::LogError;
+use crate::frame::Frame;
+use crate::log::{Ack, Log, SharedLog};
+use crate::message::Message;
+
+/// Locks, ignoring poisoning: a panic elsewhere cannot leave the room
+/// half-updated in a way that matters more than stopping it would.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the log has committed: the ring members read and the history.
+pub(crate) struct State {
+    /// `None` once the room is closed.
+    pub ring: Option<broadcast::Sender<Frame>>,
+    pub history: std::collections::VecDeque<Frame>,
+    pub history_cap: usize,
+}
+
+impl State {
+    /// Adds one committed frame to the history and the ring.
+    fn relay(&mut self, frame: Frame) {
+        if self.history_cap > 0 {
+            if self.history.len() == self.history_cap {
+                self.history.pop_front();
+            }
+            self.history.push_back(frame.clone());
+        }
+        if let Some(ring) = &self.ring {
+            // Fails only when nobody is listening.
+            let _ = ring.send(frame);
+        }
+    }
+}
+
+/// Messages stamped, in order, and not yet handed to the log.
+struct Order {
+    last_tim: DateTime<Utc>,
+    queue: Vec<(Frame, Ack)>,
+    /// Set when the room is gone: the writer thread ends.
+    closed: bool,
+}
+
+/// The engine one room owns.
+pub(crate) struct Engine {
+    clock: Arc<dyn Clock>,
+    log: Arc<dyn Log>,
+    shared: Option<Arc<dyn SharedLog>>,
+    order: Mutex<Order>,
+    /// Wakes the writer thread when the queue fills.
+    queued: Condvar,
+    /// Held while a batch is written: one writer at a time, in order.
+    writing: Mutex<()>,
+    pub state: Mutex<State>,
+}
+
+/// What a publisher awaits: its message's commit.
+pub(crate) type Receipt = oneshot::Receiver<Result<(), LogError>>;
+
+impl Engine {
+    /// An engine, and its writer thread when the log may block.
+    pub fn start(
+        clock: Arc<dyn Clock>,
+        log: Arc<dyn Log>,
+        shared: Option<Arc<dyn SharedLog>>,
+        state: State,
+    ) -> Arc<Self> {
+        let last_tim = state
+            .history
+            .back()
+            .and_then(Frame::tim)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let engine = Arc::new(Engine {
+            clock,
+            log,
+            shared,
+            order: Mutex::new(Order {
+                last_tim,
+                queue: Vec::new(),
+                closed: false,
+            }),
+            queued: Condvar::new(),
+            writing: Mutex::new(()),
+            state: Mutex::new(state),
+        });
+        if engine.log.blocks() {
+            let writer = engine.clone();
+            // A thread rather than a task: the log's `append` blocks, and
+            // the core needs no runtime. If it cannot be spawned, batches
+            // are written in place instead (see `kick`).
+            let _ = std::thread::Builder::new()
+                .name("wschat-log".into())
+                .spawn(move || writer.write_forever());
+        }
+        engine
+    }
+
+    /// Stamps a parsed message and queues it for the log (or hands it to
+    /// the shared log), in one order for all publishers.
+    pub fn submit(&self, message: &Message<'_>) -> (Frame, Receipt) {
+        let (tx, rx) = oneshot::channel();
+        let mut order = lock(&self.order);
+        let tim = self
+            .clock
+            .now()
+            .max(order.last_tim + TimeDelta::nanoseconds(1));
+        order.last_tim = tim;
+        let frame = Frame::from(message.render(&format_tim(tim)));
+        match &self.shared {
+            Some(shared) => shared.append(frame.clone(), Ack(tx)),
+            None => order.queue.push((frame.clone(), Ack(tx))),
+        }
+        drop(order);
+        if self.shared.is_none() {
+            self.kick();
+        }
+        (frame, rx)
+    }
+
+    /// Queues frames a shared log has committed, in its order, to be
+    /// written to this room's log and relayed.
+    pub fn deliver(&self, frames: impl IntoIterator<Item = Frame>) -> Vec<Receipt> {
+        let mut order = lock(&self.order);
+        let receipts = frames
+            .into_iter()
+            .map(|frame| {
+                if let Some(tim) = frame.tim() {
+                    order.last_tim = order.last_tim.max(tim);
+                }
+                let (tx, rx) = oneshot::channel();
+                order.queue.push((frame, Ack(tx)));
+                rx
+            })
+            .collect();
+        drop(order);
+        self.kick();
+        receipts
+    }
+
+    /// Gets the queue written: wakes the writer thread, or writes in place
+    /// when the log never blocks.
+    fn kick(&self) {
+        if self.log.blocks() {
+            self.queued.notify_one();
+        } else {
+            self.write_batch();
+        }
+    }
+
+    /// Writes everything queued so far as one batch, then relays it.
+    /// Returns whether there was anything to write.
+    fn write_batch(&self) -> bool {
+        let _writing = lock(&self.writing);
+        let batch = std::mem::take(&mut lock(&self.order).queue);
+        if batch.is_empty() {
+            return false;
+        }
+        self.commit(batch);
+        true
+    }
+
+    fn commit(&self, batch: Vec<(Frame, Ack)>) {
+        let (frames, acks): (Vec<Frame>, Vec<Ack>) = batch.into_iter().unzip();
+        match self.log.append(&frames) {
+            Ok(()) => {
+                let mut state = lock(&self.state);
+                for frame in frames {
+                    state.relay(frame);
+                }
+                drop(state);
+                for ack in acks {
+                    ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                for ack in acks {
+                    ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// The writer thread: writes batches until the room is gone.
+    fn write_forever(&self) {
+        loop {
+            let mut order = lock(&self.order);
+            while order.queue.is_empty() && !order.closed {
+                order = self.queued.wait(order).unwrap_or_else(|e| e.into_inner());
+            }
+            if order.queue.is_empty() {
+                return;
+            }
+            drop(order);
+            self.write_batch();
+        }
+    }
+
+    /// Ends the writer thread once the queue is written.
+    pub fn stop(&self) {
+        lock(&self.order).closed = true;
+        self.queued.notify_all();
+    }
+
+    /// Reopens the log between batches (log rotation).
+    pub fn reopen(&self) -> Result<(), LogError> {
+        let _between_batches = lock(&self.writing);
+        self.log.reopen()
+    }
+}
