@@ -69,6 +69,9 @@ pub(crate) struct Engine {
     queued: Condvar,
     /// Held while a batch is written: one writer at a time, in order.
     writing: Mutex<()>,
+    /// Whether the writer thread runs; without it batches are written in
+    /// place.
+    threaded: std::sync::atomic::AtomicBool,
     pub state: Mutex<State>,
 }
 
@@ -99,6 +102,7 @@ impl Engine {
             }),
             queued: Condvar::new(),
             writing: Mutex::new(()),
+            threaded: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
         });
         if engine.log.blocks() {
@@ -106,9 +110,12 @@ impl Engine {
             // A thread rather than a task: the log's `append` blocks, and
             // the core needs no runtime. If it cannot be spawned, batches
             // are written in place instead (see `kick`).
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("wschat-log".into())
                 .spawn(move || writer.write_forever());
+            engine
+                .threaded
+                .store(spawned.is_ok(), std::sync::atomic::Ordering::Release);
         }
         engine
     }
@@ -158,7 +165,7 @@ impl Engine {
     /// Gets the queue written: wakes the writer thread, or writes in place
     /// when the log never blocks.
     fn kick(&self) {
-        if self.log.blocks() {
+        if self.threaded.load(std::sync::atomic::Ordering::Acquire) {
             self.queued.notify_one();
         } else {
             self.write_batch();
