@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Log;
+use chrono::{DateTime, Utc};
+
+use super::{Log, lines};
 use crate::error::LogError;
 use crate::frame::Frame;
 
@@ -169,6 +171,22 @@ impl Log for Archive {
         let (frames, skipped) = self.tail(n)?;
         self.skipped.store(skipped, Ordering::Relaxed);
         Ok(frames)
+    }
+
+    fn read_after(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        Ok(Some(lines::read_after(&self.path, after, limit)?))
+    }
+
+    fn read_before(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        Ok(Some(lines::read_before(&self.path, before, limit)?))
     }
 
     fn reopen(&self) -> Result<(), LogError> {

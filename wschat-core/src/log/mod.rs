@@ -18,7 +18,9 @@
 //!   room's own [`Log`] first (an archive of what this room relayed).
 
 mod archive;
+mod lines;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::error::LogError;
@@ -82,6 +84,32 @@ pub trait Log: Send + Sync + 'static {
     /// log gets a writer thread of its own. The default is `true`.
     fn blocks(&self) -> bool {
         true
+    }
+
+    /// Up to `limit` stored messages whose `tim` is strictly after `after`
+    /// (from the oldest when `None`), oldest first: the cursor reads of
+    /// resume and the archive over HTTP. `None` when the log keeps nothing
+    /// to read back (the room's in-memory history is then all there is),
+    /// which is the default. May block; call it where blocking is allowed.
+    fn read_after(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let _ = (after, limit);
+        Ok(None)
+    }
+
+    /// Up to `limit` stored messages whose `tim` is strictly before
+    /// `before` (up to the newest when `None`), oldest first: the last
+    /// `limit` of them. `None` as for [`read_after`](Self::read_after).
+    fn read_before(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let _ = (before, limit);
+        Ok(None)
     }
 }
 

@@ -1,0 +1,283 @@
+//! Reading a JSON Lines file of relayed messages by cursor (`tim`): the
+//! file is in `tim` order, so the place of a cursor is found by binary
+//! search over byte offsets, and a page costs what its lines cost, not
+//! what the file does (a resume into a gigabyte archive reads a few
+//! kilobytes to find its place).
+//!
+//! Lines that are not messages with a `tim` (a torn line after a crash)
+//! are skipped; so is a last line without its newline, which a writer may
+//! be in the middle of.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::frame::Frame;
+
+/// How much is read at a time.
+const CHUNK: usize = 16 * 1024;
+
+/// Up to `limit` messages with `tim` strictly after `after` (from the
+/// start when `None`), oldest first.
+pub(crate) fn read_after(
+    path: &Path,
+    after: Option<DateTime<Utc>>,
+    limit: usize,
+) -> io::Result<Vec<Frame>> {
+    let Some(file) = open(path)? else {
+        return Ok(Vec::new());
+    };
+    let start = match after {
+        Some(after) => file.first_where(|tim| tim > after)?,
+        None => 0,
+    };
+    let mut frames = Vec::new();
+    let mut pos = start;
+    while frames.len() < limit {
+        let Some((line, end)) = file.line_at(pos)? else {
+            break;
+        };
+        frames.extend(message(line));
+        pos = end;
+    }
+    Ok(frames)
+}
+
+/// Up to `limit` messages with `tim` strictly before `before` (up to the
+/// end when `None`), oldest first: the last `limit` of them.
+pub(crate) fn read_before(
+    path: &Path,
+    before: Option<DateTime<Utc>>,
+    limit: usize,
+) -> io::Result<Vec<Frame>> {
+    let Some(file) = open(path)? else {
+        return Ok(Vec::new());
+    };
+    let mut end = match before {
+        Some(before) => file.first_where(|tim| tim >= before)?,
+        None => file.len,
+    };
+    let mut frames = Vec::new();
+    while end > 0 && frames.len() < limit {
+        let start = file.line_start_before(end)?;
+        if let Some((line, _)) = file.line_at(start)? {
+            frames.extend(message(line));
+        }
+        end = start;
+    }
+    frames.reverse();
+    Ok(frames)
+}
+
+/// A line as a relayable frame with its `tim`, if it is one.
+fn message(line: Vec<u8>) -> Option<Frame> {
+    let frame = Frame::try_from_bytes(line.into()).ok()?;
+    frame.tim().map(|_| frame)
+}
+
+fn open(path: &Path) -> io::Result<Option<Lines>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Lines {
+        len: meta.len(),
+        file,
+    }))
+}
+
+/// A file read by byte offset, as it was when opened (later appends are
+/// beyond `len`).
+struct Lines {
+    file: File,
+    len: u64,
+}
+
+impl Lines {
+    /// The line that starts at `pos` (without its newline) and where the
+    /// next one starts; `None` at the end, or for a last line without its
+    /// newline.
+    fn line_at(&self, pos: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
+        let mut line = Vec::new();
+        let mut at = pos;
+        let mut buf = vec![0u8; CHUNK];
+        while at < self.len {
+            let want = CHUNK.min((self.len - at) as usize);
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
+                line.extend_from_slice(&buf[..i]);
+                return Ok(Some((line, at + i as u64 + 1)));
+            }
+            line.extend_from_slice(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(None)
+    }
+
+    /// The start of the first line that begins at or after `pos`.
+    fn line_start_from(&self, pos: u64) -> io::Result<u64> {
+        if pos == 0 {
+            return Ok(0);
+        }
+        let mut at = pos - 1;
+        let mut buf = vec![0u8; CHUNK];
+        while at < self.len {
+            let want = CHUNK.min((self.len - at) as usize);
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
+                return Ok(at + i as u64 + 1);
+            }
+            at += n as u64;
+        }
+        Ok(self.len)
+    }
+
+    /// The start of the line that ends just before `end` (a line start).
+    fn line_start_before(&self, end: u64) -> io::Result<u64> {
+        // `end - 1` is the newline ending that line; look before it.
+        let mut hi = end.saturating_sub(1);
+        let mut buf = vec![0u8; CHUNK];
+        while hi > 0 {
+            let lo = hi.saturating_sub(CHUNK as u64);
+            let n = (hi - lo) as usize;
+            self.file.read_exact_at(&mut buf[..n], lo)?;
+            if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+                return Ok(lo + i as u64 + 1);
+            }
+            hi = lo;
+        }
+        Ok(0)
+    }
+
+    /// The start of the first message line whose `tim` satisfies `pred`
+    /// (or the end of the file), for a `pred` that is false and then true
+    /// along the file, as it is for a cursor in a file in `tim` order.
+    fn first_where(&self, pred: impl Fn(DateTime<Utc>) -> bool) -> io::Result<u64> {
+        // Every message line that starts before `lo` fails `pred`; every
+        // one that starts at or after `hi` satisfies it.
+        let (mut lo, mut hi) = (0u64, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let mut start = self.line_start_from(mid)?;
+            // The first message line from `start` on, before `hi`.
+            let mut found = None;
+            while start < hi {
+                let Some((line, next)) = self.line_at(start)? else {
+                    break;
+                };
+                if let Some(tim) = message(line).and_then(|f| f.tim()) {
+                    found = Some((start, next, tim));
+                    break;
+                }
+                start = next;
+            }
+            match found {
+                None => hi = mid,
+                Some((_, next, tim)) if !pred(tim) => lo = next,
+                Some((start, _, _)) => hi = start,
+            }
+        }
+        Ok(lo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tim(i: usize) -> String {
+        format!("2020-01-01T00:00:{:02}.000000000Z", i)
+    }
+
+    fn file_of(name: &str, lines: &[String]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("wschat-lines-{}-{name}", std::process::id()));
+        std::fs::write(&path, lines.concat()).unwrap();
+        path
+    }
+
+    fn messages(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"usr\":\"a\",\"msg\":\"{}\",\"tim\":\"{}\"}}\n",
+                    "x".repeat(i * 37 % 500),
+                    tim(i)
+                )
+            })
+            .collect()
+    }
+
+    fn msgs(frames: &[Frame]) -> Vec<String> {
+        frames.iter().map(|f| format!("{f}\n")).collect()
+    }
+
+    fn at(i: usize) -> Option<DateTime<Utc>> {
+        Some(tim(i).parse().unwrap())
+    }
+
+    #[test]
+    fn pages_after_and_before_any_cursor() {
+        let all = messages(50);
+        let path = file_of("pages", &all);
+        for i in 0..50 {
+            assert_eq!(
+                msgs(&read_after(&path, at(i), 7).unwrap()),
+                all[(i + 1).min(50)..(i + 8).min(50)].to_vec(),
+                "after {i}"
+            );
+            assert_eq!(
+                msgs(&read_before(&path, at(i), 7).unwrap()),
+                all[i.saturating_sub(7)..i].to_vec(),
+                "before {i}"
+            );
+        }
+        assert_eq!(
+            msgs(&read_after(&path, None, 3).unwrap()),
+            all[..3].to_vec()
+        );
+        assert_eq!(
+            msgs(&read_before(&path, None, 3).unwrap()),
+            all[47..].to_vec()
+        );
+        assert!(read_after(&path, at(59), 3).unwrap().is_empty());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn skips_torn_lines_and_an_unfinished_last_line() {
+        let mut all = messages(10);
+        all.insert(4, "{\"usr\":\"a\",\"ms\n".to_owned());
+        all.push("{\"usr\":\"a\",\"msg\":\"half".to_owned());
+        let path = file_of("torn", &all);
+        let got = msgs(&read_after(&path, at(2), 100).unwrap());
+        let mut want = messages(10)[3..].to_vec();
+        want.truncate(7);
+        assert_eq!(got, want);
+        assert_eq!(
+            msgs(&read_before(&path, None, 2).unwrap()),
+            messages(10)[8..].to_vec()
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_holds_nothing() {
+        let path = std::env::temp_dir().join("wschat-lines-missing-nothing-here");
+        assert!(read_after(&path, None, 3).unwrap().is_empty());
+        assert!(read_before(&path, None, 3).unwrap().is_empty());
+    }
+}
