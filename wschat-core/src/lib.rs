@@ -90,4 +90,4 @@ pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
 pub use log::{Ack, Archive, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
-pub use room::{Member, Publish, Room, RoomBuilder, RoomConfig};
+pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};

@@ -10,6 +10,7 @@
 //! Relaying takes a third, brief lock (`state`) that joining also takes, so
 //! joining never waits for a disk.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -27,34 +28,75 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the log has committed: the ring members read and the history.
+/// What the log has committed: the ring members read, and the window of
+/// recent messages (the history is its newest part).
 pub(crate) struct State {
     /// `None` once the room is closed.
     pub ring: Option<broadcast::Sender<Frame>>,
-    pub history: std::collections::VecDeque<Frame>,
+    /// The last relayed messages with their `tim`, oldest first: at most
+    /// `recent_cap`, the larger of the history and the ring, so a member
+    /// resuming near the end finds what the ring no longer shows it.
+    pub recent: VecDeque<(DateTime<Utc>, Frame)>,
+    pub recent_cap: usize,
     pub history_cap: usize,
 }
 
 impl State {
-    /// Adds one committed frame to the history and the ring.
-    fn relay(&mut self, frame: Frame) {
-        if self.history_cap > 0 {
-            if self.history.len() == self.history_cap {
-                self.history.pop_front();
-            }
-            self.history.push_back(frame.clone());
+    /// An empty state for a ring of `ring_cap` and a history of
+    /// `history_cap`, filled with `history` (oldest first).
+    pub fn new(ring_cap: usize, history_cap: usize, history: Vec<Frame>) -> Self {
+        let recent_cap = history_cap.max(ring_cap.next_power_of_two());
+        let mut state = State {
+            ring: Some(broadcast::channel(ring_cap).0),
+            recent: VecDeque::new(),
+            recent_cap,
+            history_cap,
+        };
+        let skip = history.len().saturating_sub(history_cap);
+        for frame in history.into_iter().skip(skip) {
+            // A line without `tim` (written by hand?) is still history; it
+            // sorts with the message before it.
+            let tim = frame
+                .tim()
+                .or(state.last_tim())
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            state.remember(tim, frame);
         }
+        state
+    }
+
+    fn remember(&mut self, tim: DateTime<Utc>, frame: Frame) {
+        if self.recent.len() == self.recent_cap {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((tim, frame));
+    }
+
+    /// Adds one committed frame to the recent window and the ring.
+    fn relay(&mut self, tim: DateTime<Utc>, frame: Frame) {
         if let Some(ring) = &self.ring {
             // Fails only when nobody is listening.
-            let _ = ring.send(frame);
+            let _ = ring.send(frame.clone());
         }
+        self.remember(tim, frame);
+    }
+
+    /// The history a joining member is replayed, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &Frame> {
+        let skip = self.recent.len().saturating_sub(self.history_cap);
+        self.recent.iter().skip(skip).map(|(_, f)| f)
+    }
+
+    /// The `tim` of the last relayed message.
+    pub fn last_tim(&self) -> Option<DateTime<Utc>> {
+        self.recent.back().map(|(t, _)| *t)
     }
 }
 
 /// Messages stamped, in order, and not yet handed to the log.
 struct Order {
     last_tim: DateTime<Utc>,
-    queue: Vec<(Frame, Ack)>,
+    queue: Vec<(Frame, DateTime<Utc>, Ack)>,
     /// Set when the room is gone: the writer thread ends.
     closed: bool,
 }
@@ -86,11 +128,7 @@ impl Engine {
         shared: Option<Arc<dyn SharedLog>>,
         state: State,
     ) -> Arc<Self> {
-        let last_tim = state
-            .history
-            .back()
-            .and_then(Frame::tim)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let last_tim = state.last_tim().unwrap_or(DateTime::<Utc>::MIN_UTC);
         let engine = Arc::new(Engine {
             clock,
             log,
@@ -133,7 +171,7 @@ impl Engine {
         let frame = Frame::from(message.render(&format_tim(tim)));
         match &self.shared {
             Some(shared) => shared.append(frame.clone(), Ack(tx)),
-            None => order.queue.push((frame.clone(), Ack(tx))),
+            None => order.queue.push((frame.clone(), tim, Ack(tx))),
         }
         drop(order);
         if self.shared.is_none() {
@@ -149,11 +187,11 @@ impl Engine {
         let receipts = frames
             .into_iter()
             .map(|frame| {
-                if let Some(tim) = frame.tim() {
-                    order.last_tim = order.last_tim.max(tim);
-                }
+                // Frames from a shared log were checked to have a `tim`.
+                let tim = frame.tim().unwrap_or(order.last_tim);
+                order.last_tim = order.last_tim.max(tim);
                 let (tx, rx) = oneshot::channel();
-                order.queue.push((frame, Ack(tx)));
+                order.queue.push((frame, tim, Ack(tx)));
                 rx
             })
             .collect();
@@ -184,21 +222,26 @@ impl Engine {
         true
     }
 
-    fn commit(&self, batch: Vec<(Frame, Ack)>) {
-        let (frames, acks): (Vec<Frame>, Vec<Ack>) = batch.into_iter().unzip();
+    fn commit(&self, batch: Vec<(Frame, DateTime<Utc>, Ack)>) {
+        let mut frames = Vec::with_capacity(batch.len());
+        let mut rest = Vec::with_capacity(batch.len());
+        for (frame, tim, ack) in batch {
+            frames.push(frame);
+            rest.push((tim, ack));
+        }
         match self.log.append(&frames) {
             Ok(()) => {
                 let mut state = lock(&self.state);
-                for frame in frames {
-                    state.relay(frame);
+                for (frame, (tim, _)) in frames.into_iter().zip(&rest) {
+                    state.relay(*tim, frame);
                 }
                 drop(state);
-                for ack in acks {
+                for (_, ack) in rest {
                     ack.send(Ok(()));
                 }
             }
             Err(e) => {
-                for ack in acks {
+                for (_, ack) in rest {
                     ack.send(Err(e.clone()));
                 }
             }
@@ -218,6 +261,11 @@ impl Engine {
             drop(order);
             self.write_batch();
         }
+    }
+
+    /// The room's own log.
+    pub fn log(&self) -> &dyn Log {
+        self.log.as_ref()
     }
 
     /// Ends the writer thread once the queue is written.

@@ -12,8 +12,8 @@
 mod commit;
 mod config;
 mod member;
+mod resume;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +31,7 @@ use crate::rate::TokenBucket;
 use commit::{Engine, State, lock};
 pub use config::RoomConfig;
 pub use member::{Member, Publish};
+pub use resume::{CatchUp, Step};
 
 /// One public room. Cheap to clone; clones share the room.
 ///
@@ -125,15 +126,7 @@ impl RoomBuilder {
             Some(frames) => frames,
             None => self.log.recent(config.history)?,
         };
-        let mut history: VecDeque<Frame> = recent.into();
-        while history.len() > config.history {
-            history.pop_front();
-        }
-        let state = State {
-            ring: Some(broadcast::channel(config.send_queue).0),
-            history,
-            history_cap: config.history,
-        };
+        let state = State::new(config.send_queue, config.history, recent);
         let engine = Engine::start(self.clock, self.log, self.shared_log, state);
         Ok(Room {
             shared: Arc::new(Shared {
@@ -206,16 +199,35 @@ impl Room {
     /// after this call, with no gap and no duplicate.
     pub fn join(&self) -> Member {
         let state = self.lock();
-        let ring = match &state.ring {
+        let ring = self.subscribe(&state);
+        let replay: Vec<Frame> = state.history().cloned().collect();
+        drop(state);
+        self.member(replay, ring, None)
+    }
+
+    /// A place in the ring, from the next message relayed on.
+    fn subscribe(&self, state: &State) -> broadcast::Receiver<Frame> {
+        match &state.ring {
             Some(ring) => ring.subscribe(),
             // Closed: a receiver whose sender is already gone.
             None => broadcast::channel(1).1,
-        };
-        let replay: Vec<Frame> = state.history.iter().cloned().collect();
-        drop(state);
+        }
+    }
+
+    fn log(&self) -> &dyn Log {
+        self.shared.engine.log()
+    }
+
+    fn member(
+        &self,
+        replay: Vec<Frame>,
+        ring: broadcast::Receiver<Frame>,
+        skip_until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Member {
         Member {
             replay: replay.into_iter(),
             ring,
+            skip_until,
             too_slow: false,
             bucket: self
                 .shared
@@ -287,7 +299,7 @@ impl Room {
 
     /// The history a joining member would get now, oldest first.
     pub fn history(&self) -> Vec<Frame> {
-        self.lock().history.iter().cloned().collect()
+        self.lock().history().cloned().collect()
     }
 
     /// Closes the room: every member receives what is already queued, then

@@ -1,0 +1,345 @@
+//! Resume by cursor: a member that comes back with the `tim` of the last
+//! message it saw first reads what came after it from the log, page by
+//! page at its own pace, then joins the live ring with no gap and no
+//! duplicate. Also the reads of the archive over HTTP ([`Room::read`]).
+//!
+//! The log holds everything it committed, in `tim` order, so catching up
+//! is reading it by cursor; a member is joined to the ring only once a
+//! read comes close enough to the end that the room's window of recent
+//! messages covers the rest. A catch-up therefore never lags the ring,
+//! however long it is, and holds one page in memory at a time.
+
+use chrono::{DateTime, Utc};
+
+use super::Room;
+use super::member::Member;
+use crate::error::LogError;
+use crate::frame::Frame;
+
+/// A member's way back from a cursor: see [`Room::catch_up`].
+#[derive(Debug)]
+pub struct CatchUp {
+    room: Room,
+    since: DateTime<Utc>,
+    /// The client's `since` as it gave it, for the gap notice.
+    since_text: String,
+    cursor: DateTime<Utc>,
+    started: bool,
+}
+
+/// What a catch-up yields next.
+#[derive(Debug)]
+pub enum Step {
+    /// Frames to send, oldest first, before asking for the next step (a
+    /// gap notice, when there is one, comes first in the first page).
+    Page(Vec<Frame>),
+    /// Caught up: the member, which replays the rest and then goes live.
+    Live(Member),
+}
+
+impl Room {
+    /// Starts a catch-up from `since` (the `tim` of the last message a
+    /// client saw; `since_text` is how it wrote it). Call
+    /// [`CatchUp::next`] until it yields [`Step::Live`], sending each page
+    /// before asking for the next.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig, Step};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let room = Room::new(RoomConfig::default().history(10));
+    /// let first = room.publish(r#"{"usr":"a","msg":"1"}"#).await.unwrap();
+    /// let second = room.publish(r#"{"usr":"a","msg":"2"}"#).await.unwrap();
+    /// let since = first.tim().unwrap();
+    /// let mut catch_up = room.catch_up(since, &since.to_rfc3339());
+    /// let Step::Live(mut member) = catch_up.next(100).unwrap() else { panic!() };
+    /// assert_eq!(member.try_recv(), Ok(Some(second)), "only what came after");
+    /// # });
+    /// ```
+    pub fn catch_up(&self, since: DateTime<Utc>, since_text: &str) -> CatchUp {
+        CatchUp {
+            room: self.clone(),
+            since,
+            since_text: since_text.to_owned(),
+            cursor: since,
+            started: false,
+        }
+    }
+
+    /// Up to `limit` messages, oldest first, strictly after `since` and
+    /// strictly before `before` when given; with `before` alone the last
+    /// `limit` before it, with neither the newest `limit`. Reads the log
+    /// when it can be read back, else the in-memory history. May block on
+    /// a disk.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let room = Room::new(RoomConfig::default().history(10));
+    /// for i in 0..5 {
+    ///     room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#)).await.unwrap();
+    /// }
+    /// let newest = room.read(None, None, 2).unwrap();
+    /// assert!(newest[1].as_str().contains(r#""msg":"4""#));
+    /// let after = room.read(newest[0].tim(), None, 10).unwrap();
+    /// assert_eq!(after, newest[1..]);
+    /// # });
+    /// ```
+    pub fn read(
+        &self,
+        since: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Frame>, LogError> {
+        let log = self.log();
+        let read = match (since, before) {
+            (Some(_), _) => log.read_after(since, limit)?,
+            (None, _) => log.read_before(before, limit)?,
+        };
+        let mut frames = match read {
+            Some(frames) => frames,
+            None => self.read_memory(since, before, limit),
+        };
+        if let Some(before) = before {
+            frames.retain(|f| f.tim().is_some_and(|t| t < before));
+        }
+        Ok(frames)
+    }
+
+    /// [`read`](Self::read) from the in-memory history.
+    fn read_memory(
+        &self,
+        since: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Vec<Frame> {
+        let state = self.lock();
+        let held: Vec<(DateTime<Utc>, Frame)> = state
+            .history()
+            .filter_map(|f| f.tim().map(|t| (t, f.clone())))
+            .filter(|(t, _)| since.is_none_or(|s| *t > s) && before.is_none_or(|b| *t < b))
+            .collect();
+        let take = limit.min(held.len());
+        let range = if since.is_some() {
+            0..take
+        } else {
+            held.len() - take..held.len()
+        };
+        held[range].iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// The oldest message the room holds, if any.
+    fn oldest(&self) -> Result<Option<Frame>, LogError> {
+        Ok(match self.log().read_after(None, 1)? {
+            Some(frames) => frames.into_iter().next(),
+            None => self.lock().history().next().cloned(),
+        })
+    }
+}
+
+impl CatchUp {
+    /// The next step: a page of at most `limit` messages after the cursor,
+    /// or the member once the rest is recent enough to replay from
+    /// memory. Reads the log, so it may block on a disk: call it where
+    /// blocking is allowed (an async transport: `spawn_blocking`).
+    pub fn next(&mut self, limit: usize) -> Result<Step, LogError> {
+        let mut page = Vec::new();
+        if !self.started {
+            self.started = true;
+            let oldest = self.room.oldest()?;
+            let first_tim = oldest.as_ref().and_then(Frame::tim);
+            if first_tim.is_none_or(|first| first > self.since) {
+                page.push(self.gap_notice(first_tim));
+            }
+        }
+        let limit = limit.max(1);
+        let read = self.room.log().read_after(Some(self.cursor), limit)?;
+        let Some(frames) = read else {
+            // Nothing to read back: the in-memory history is all there is.
+            return Ok(Step::Live(self.join(page)));
+        };
+        let full = frames.len() == limit;
+        if let Some(tim) = frames.last().and_then(Frame::tim) {
+            self.cursor = tim;
+        }
+        page.extend(frames);
+        if full {
+            return Ok(Step::Page(page));
+        }
+        Ok(match self.try_join(page) {
+            Ok(member) => Step::Live(member),
+            Err(page) => Step::Page(page),
+        })
+    }
+
+    fn gap_notice(&self, first: Option<DateTime<Utc>>) -> Frame {
+        let notice = serde_json::json!({
+            "gap": {
+                "since": self.since_text,
+                "first": first.map(crate::clock::format_tim),
+            }
+        });
+        Frame::from(notice.to_string())
+    }
+
+    /// Joins with `page` and the history after the cursor as replay (the
+    /// room keeps no log to read back).
+    fn join(&self, mut page: Vec<Frame>) -> Member {
+        let state = self.room.lock();
+        let ring = self.room.subscribe(&state);
+        page.extend(
+            state
+                .history()
+                .filter(|f| f.tim().is_some_and(|t| t > self.cursor))
+                .cloned(),
+        );
+        drop(state);
+        self.room.member(page, ring, None)
+    }
+
+    /// Joins when the room's window of recent messages reaches back to the
+    /// cursor, replaying `page` and the window after the cursor; gives the
+    /// page back when it does not (more to read from the log first).
+    fn try_join(&self, mut page: Vec<Frame>) -> Result<Member, Vec<Frame>> {
+        let state = self.room.lock();
+        let covered = match (state.last_tim(), state.recent.front()) {
+            (None, _) => true,
+            (Some(last), _) if last <= self.cursor => true,
+            (_, Some((oldest, _))) => *oldest <= self.cursor,
+            (_, None) => true,
+        };
+        if !covered {
+            return Err(page);
+        }
+        let ring = self.room.subscribe(&state);
+        page.extend(
+            state
+                .recent
+                .iter()
+                .filter(|(t, _)| *t > self.cursor)
+                .map(|(_, f)| f.clone()),
+        );
+        drop(state);
+        // What the log had committed but not yet relayed when it was read
+        // comes through the ring too: skipped, as already sent.
+        Ok(self.room.member(page, ring, Some(self.cursor)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::log::Archive;
+    use crate::room::RoomConfig;
+
+    fn archive_room(name: &str, config: RoomConfig) -> (Room, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("wschat-resume-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(Archive::open(&path, false).unwrap());
+        (Room::with_log(config, log).unwrap(), path)
+    }
+
+    fn wait(room: &Room, i: usize) -> Frame {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#)))
+            .unwrap()
+    }
+
+    /// Runs a catch-up to the end, publishing `during` messages after each
+    /// page; everything it yields, and the member.
+    fn run(
+        room: &Room,
+        since: DateTime<Utc>,
+        limit: usize,
+        during: usize,
+        sent: &mut Vec<Frame>,
+    ) -> (Vec<Frame>, Member) {
+        let mut catch_up = room.catch_up(since, "x");
+        let mut got = Vec::new();
+        loop {
+            match catch_up.next(limit).unwrap() {
+                Step::Page(page) => {
+                    got.extend(page);
+                    for _ in 0..during {
+                        let n = sent.len();
+                        sent.push(wait(room, n));
+                    }
+                }
+                Step::Live(mut member) => {
+                    while let Ok(Some(f)) = member.try_recv() {
+                        got.push(f);
+                    }
+                    return (got, member);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_catch_up_with_publishing_meanwhile_has_no_gap_and_no_duplicate() {
+        // A ring of 4: the catch-up is far longer than the ring, and the
+        // room goes on publishing between pages.
+        let config = RoomConfig::default().rate_limit(None).send_queue(4);
+        let (room, path) = archive_room("long", config);
+        let mut sent: Vec<Frame> = (0..300).map(|i| wait(&room, i)).collect();
+        let since = sent[9].tim().unwrap();
+        let (got, mut member) = run(&room, since, 32, 3, &mut sent);
+        assert_eq!(got, sent[10..].to_vec());
+        assert!(!member.is_too_slow());
+        let live = wait(&room, 999);
+        assert_eq!(member.try_recv(), Ok(Some(live)), "then live");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_cursor_older_than_anything_held_starts_with_a_gap_notice() {
+        let (room, path) = archive_room("gap", RoomConfig::default().rate_limit(None));
+        let before: DateTime<Utc> = "2001-01-01T00:00:00Z".parse().unwrap();
+        let (got, _) = run(&room, before, 10, 0, &mut Vec::new());
+        assert_eq!(
+            got[0].as_str(),
+            r#"{"gap":{"first":null,"since":"x"}}"#,
+            "an empty room"
+        );
+        let sent: Vec<Frame> = (0..3).map(|i| wait(&room, i)).collect();
+        let (got, _) = run(&room, before, 10, 0, &mut Vec::new());
+        let notice: serde_json::Value = serde_json::from_str(got[0].as_str()).unwrap();
+        assert_eq!(
+            notice["gap"]["first"].as_str().unwrap(),
+            crate::clock::format_tim(sent[0].tim().unwrap())
+        );
+        assert_eq!(got[1..], sent[..]);
+        let (got, _) = run(&room, sent[0].tim().unwrap(), 10, 0, &mut Vec::new());
+        assert_eq!(got, sent[1..], "the oldest held as cursor: no notice");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn without_a_log_to_read_the_history_is_what_is_held() {
+        let room = Room::new(RoomConfig::default().rate_limit(None).history(3));
+        let sent: Vec<Frame> = (0..6).map(|i| wait(&room, i)).collect();
+        let (got, _) = run(&room, sent[1].tim().unwrap(), 10, 0, &mut Vec::new());
+        assert!(got[0].as_str().starts_with(r#"{"gap":"#), "{got:?}");
+        assert_eq!(got[1..], sent[3..]);
+        let (got, _) = run(&room, sent[3].tim().unwrap(), 10, 0, &mut Vec::new());
+        assert_eq!(got, sent[4..], "the oldest held: no notice");
+    }
+
+    #[test]
+    fn reads_pages_by_cursor_both_ways() {
+        let (room, path) = archive_room("read", RoomConfig::default().rate_limit(None));
+        let sent: Vec<Frame> = (0..20).map(|i| wait(&room, i)).collect();
+        let t = |i: usize| sent[i].tim();
+        assert_eq!(room.read(None, None, 3).unwrap(), sent[17..]);
+        assert_eq!(room.read(t(4), None, 3).unwrap(), sent[5..8]);
+        assert_eq!(room.read(None, t(4), 3).unwrap(), sent[1..4]);
+        assert_eq!(room.read(t(4), t(7), 10).unwrap(), sent[5..7]);
+        std::fs::remove_file(path).unwrap();
+    }
+}
