@@ -69,3 +69,21 @@ impl Clock for ManualClock {
 pub fn format_tim(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
+
+/// Reads a cursor: a `tim` as relayed, or any RFC 3339 time with its
+/// offset (`Z` or `±hh:mm`), with or without a fraction. Anything else is
+/// refused, with why.
+///
+/// ```
+/// use wschat_core::{format_tim, parse_tim};
+///
+/// let t = parse_tim("2020-08-11T23:26:58.5+01:00").unwrap();
+/// assert_eq!(format_tim(t), "2020-08-11T22:26:58.500000000Z");
+/// assert!(parse_tim("2020-08-11T22:26:58").is_err(), "no offset");
+/// assert!(parse_tim("yesterday").is_err());
+/// ```
+pub fn parse_tim(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time with an offset ({e})"))
+}

@@ -83,7 +83,7 @@ mod message;
 mod rate;
 mod room;
 
-pub use clock::{Clock, ManualClock, SystemClock, format_tim};
+pub use clock::{Clock, ManualClock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{Frame, Member, Publish, PublishError, RecvError};
+use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
 
 use crate::metrics::Metrics;
 
@@ -62,13 +62,108 @@ impl std::fmt::Display for Ended {
     }
 }
 
+/// How a connection starts: joined, or resuming from a cursor.
+pub(crate) enum Start {
+    /// Joined at the upgrade: the history, then live.
+    Member(Member),
+    /// Resuming: what came after the cursor, at the client's pace, then
+    /// live.
+    CatchUp(CatchUp),
+}
+
+/// How many messages a catch-up reads and sends at a time.
+const CATCH_UP_PAGE: usize = 256;
+
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    start: Start,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let member = match start {
+        Start::Member(member) => Ok(member),
+        Start::CatchUp(catch_up) => {
+            Box::pin(catch_up_then_join(&mut ws, catch_up, limits, metrics)).await
+        }
+    };
+    let (mut ws, ended) = match member {
+        Ok(member) => Box::pin(serve_member(ws, member, limits, metrics)).await,
+        Err(ended) => (ws, ended),
+    };
+    if let Ended::Closed(code, reason) = &ended {
+        Box::pin(close(&mut ws, *code, reason)).await;
+    }
+    ended
+}
+
+/// Sends what came after a resuming client's cursor, a page at a time at
+/// the client's pace (the next page is read once the last is written),
+/// and returns its member once it is caught up. A client that reads
+/// nothing for the idle timeout is closed.
+async fn catch_up_then_join<S>(
+    ws: &mut WebSocketStream<S>,
+    mut catch_up: CatchUp,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<Member, Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let step = catch_up.next(CATCH_UP_PAGE);
+            (catch_up, step)
+        })
+        .await;
+        let step = match read {
+            Ok((rest, Ok(step))) => {
+                catch_up = rest;
+                step
+            }
+            Ok((_, Err(e))) => {
+                tracing::warn!(error = %e, "cannot read the log for a resume");
+                return Err(Ended::Closed(
+                    CloseCode::Again,
+                    "cannot read the archive now",
+                ));
+            }
+            Err(_) => return Err(Ended::Closed(CloseCode::Error, "internal error")),
+        };
+        let page = match step {
+            Step::Live(member) => return Ok(member),
+            Step::Page(page) => page,
+        };
+        let bytes: usize = page.iter().map(Frame::len).sum();
+        let written = async {
+            for frame in page {
+                ws.feed(text_message(frame)).await?;
+            }
+            ws.flush().await
+        };
+        match timeout(limits.idle_timeout, written).await {
+            Ok(Ok(())) => metrics.sent(bytes),
+            Ok(Err(e)) => return Err(Ended::Error(e)),
+            Err(_) => {
+                return Err(Ended::Closed(
+                    CloseCode::Policy,
+                    "too slow: catch-up not read",
+                ));
+            }
+        }
+    }
+}
+
+/// Serves a joined member until the connection ends.
+async fn serve_member<S>(
     mut ws: WebSocketStream<S>,
     mut member: Member,
     limits: &Limits,
     metrics: &Metrics,
-) -> Ended
+) -> (WebSocketStream<S>, Ended)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -169,10 +264,7 @@ where
             }
         }
     };
-    if let Ended::Closed(code, reason) = &ended {
-        Box::pin(close(&mut ws, *code, reason)).await;
-    }
-    ended
+    (ws, ended)
 }
 
 /// The outcome of the oldest publish in flight, once it is known.

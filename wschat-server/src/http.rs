@@ -27,7 +27,8 @@ use wschat_core::Room;
 
 use crate::assets::Assets;
 use crate::cli::Options;
-use crate::connection::{self, Limits};
+use crate::connection::{self, Limits, Start};
+use crate::messages;
 use crate::metrics::Metrics;
 use crate::redis_log::Backplane;
 
@@ -82,6 +83,21 @@ pub(crate) async fn handle(
             });
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
+        "/messages" => match messages::Query::parse(req.uri().query()) {
+            Err(detail) => bad_request(&detail),
+            Ok(query) => match messages::read(&app.room, query).await {
+                Ok(body) => respond(StatusCode::OK, "application/json", body),
+                Err(e) => {
+                    warn!(error = %e, "GET /messages: cannot read the archive");
+                    let body = serde_json::json!({"err": "unavailable", "detail": "cannot read the archive now"});
+                    respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "application/json",
+                        body.to_string().into(),
+                    )
+                }
+            },
+        },
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -125,6 +141,10 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         );
         return response;
     }
+    let since = match messages::since(req.uri().query()) {
+        Ok(since) => since,
+        Err(detail) => return bad_request(&detail),
+    };
     if !origin_allowed(&app.options.allowed_origin, headers.get(header::ORIGIN)) {
         debug!(%peer, "upgrade refused: origin not allowed");
         return status(StatusCode::FORBIDDEN, "origin not allowed\n");
@@ -133,7 +153,12 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         debug!(%peer, "upgrade refused: connection limit reached");
         return status(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
-    let member = app.room.join();
+    // Joined before the 101 is sent, so the client misses nothing relayed
+    // after its handshake; a resume reads from its cursor instead.
+    let start = match since {
+        None => Start::Member(app.room.join()),
+        Some((since, text)) => Start::CatchUp(app.room.catch_up(since, &text)),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -158,7 +183,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         let ws = WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config))
             .await;
         info!(%peer, "connection opened");
-        let ended = connection::serve(ws, member, &app.limits, &app.metrics).await;
+        let ended = connection::serve(ws, start, &app.limits, &app.metrics).await;
         info!(%peer, %ended, "connection closed");
         drop(slot);
     });
@@ -171,6 +196,16 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// `400` with a JSON `{"err", "detail"}` body.
+fn bad_request(detail: &str) -> Response<Body> {
+    let body = serde_json::json!({"err": "bad_request", "detail": detail});
+    respond(
+        StatusCode::BAD_REQUEST,
+        "application/json",
+        body.to_string().into(),
+    )
 }
 
 /// Requests without an Origin come from non-browser clients and are

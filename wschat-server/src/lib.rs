@@ -9,6 +9,7 @@ mod assets;
 pub mod cli;
 mod connection;
 mod http;
+mod messages;
 mod metrics;
 mod redis_log;
 mod rotate;

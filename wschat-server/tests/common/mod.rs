@@ -74,6 +74,18 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path, &[]).await
     }
+
+    /// A WebSocket upgrade request to `path`, read as plain HTTP: status
+    /// and body (for upgrades the server refuses).
+    pub async fn get_upgrade(&self, path: &str) -> (u16, String) {
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        http_get(self.addr, path, &headers).await
+    }
 }
 
 /// Sends a raw HTTP/1.1 request and reads the whole answer.
