@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,8 +26,16 @@ use crate::metrics::Metrics;
 /// How long sending a close frame may take: a stalled peer that resumes
 /// reading within it still learns why it was closed.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long to wait for the client's answering close frame.
-const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the server keeps reading after its close frame, waiting for the
+/// client to close its side (see [`close`]): long enough for a client to
+/// read the close frame and answer across a slow link, short enough that a
+/// client that never closes holds its slot only briefly.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The most the server reads and discards after its close frame: more than
+/// a client usually has in flight (the rest of an oversized message it was
+/// still writing, a few socket buffers' worth), and reading it costs well
+/// under a millisecond; a client that sends more is cut off at once.
+const CLOSE_LINGER_BYTES: usize = 1 << 20;
 
 /// Per-connection settings taken from the options.
 #[derive(Debug, Clone)]
@@ -313,7 +321,18 @@ fn too_slow(metrics: &Metrics) -> Ended {
     Ended::Closed(CloseCode::Policy, "too slow: send queue full")
 }
 
-/// Sends a close frame and waits, briefly, for the client's answer.
+/// Sends a close frame, then lingers (README, Errors and close codes):
+/// half-closes the socket and reads and discards what the client still
+/// sends, until it closes its side, for at most [`CLOSE_LINGER`] and
+/// [`CLOSE_LINGER_BYTES`]. Closing a socket with unread input, or input
+/// arriving after it is closed, makes the kernel reset the connection,
+/// which discards a close frame still in flight and makes a client that is
+/// writing give up before it reads why it was closed.
+///
+/// The draining reads the socket itself, not frames: after a frame too
+/// large, tungstenite's stream has ended and its buffer is mid-frame, and
+/// the half-close already tells the client to close its side, which
+/// clients do once they have answered the close frame.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -322,12 +341,33 @@ where
         code,
         reason: Utf8Bytes::from_static(reason),
     };
+    // A client that does not take the close frame within the timeout is
+    // not reading: it would not learn why, so there is nothing to wait for.
     if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.close(Some(frame))).await {
-        let _ = timeout(CLOSE_REPLY_TIMEOUT, async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        linger(ws.get_mut()).await;
     }
+}
+
+/// Half-closes `stream` and discards its input until the peer closes its
+/// side, [`CLOSE_LINGER`] passes or [`CLOSE_LINGER_BYTES`] have been read.
+async fn linger<S>(stream: &mut S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = timeout(CLOSE_LINGER, async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = [0; 4096];
+        let mut left = CLOSE_LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 fn text_message(frame: Frame) -> Message {
