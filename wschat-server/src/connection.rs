@@ -12,6 +12,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::stream::FusedStream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep, timeout};
@@ -27,9 +28,9 @@ use crate::metrics::Metrics;
 /// reading within it still learns why it was closed.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server keeps reading after its close frame, waiting for the
-/// client to close its side (see [`close`]): long enough for a client to
+/// client's answer (see [`close`]): long enough for a client to
 /// read the close frame and answer across a slow link, short enough that a
-/// client that never closes holds its slot only briefly.
+/// client that never answers holds its slot only briefly.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The most the server reads and discards after its close frame: more than
 /// a client usually has in flight (the rest of an oversized message it was
@@ -322,17 +323,12 @@ fn too_slow(metrics: &Metrics) -> Ended {
 }
 
 /// Sends a close frame, then lingers (README, Errors and close codes):
-/// half-closes the socket and reads and discards what the client still
-/// sends, until it closes its side, for at most [`CLOSE_LINGER`] and
-/// [`CLOSE_LINGER_BYTES`]. Closing a socket with unread input, or input
-/// arriving after it is closed, makes the kernel reset the connection,
-/// which discards a close frame still in flight and makes a client that is
-/// writing give up before it reads why it was closed.
-///
-/// The draining reads the socket itself, not frames: after a frame too
-/// large, tungstenite's stream has ended and its buffer is mid-frame, and
-/// the half-close already tells the client to close its side, which
-/// clients do once they have answered the close frame.
+/// reads and discards the client's input until its answering close frame,
+/// for at most [`CLOSE_LINGER`] and [`CLOSE_LINGER_BYTES`]. Closing a
+/// socket with unread input, or input arriving after it is closed, makes
+/// the kernel reset the connection, which discards a close frame still in
+/// flight and makes a client that is writing give up before it reads why
+/// it was closed.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -344,30 +340,41 @@ where
     // A client that does not take the close frame within the timeout is
     // not reading: it would not learn why, so there is nothing to wait for.
     if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.close(Some(frame))).await {
-        linger(ws.get_mut()).await;
+        let _ = timeout(CLOSE_LINGER, linger(ws)).await;
     }
 }
 
-/// Half-closes `stream` and discards its input until the peer closes its
-/// side, [`CLOSE_LINGER`] passes or [`CLOSE_LINGER_BYTES`] have been read.
-async fn linger<S>(stream: &mut S)
+/// Discards the client's input until its close frame, or at most
+/// [`CLOSE_LINGER_BYTES`] of it. Once tungstenite's stream has ended on an
+/// error (after a frame too large its buffer is mid-frame), the socket
+/// itself is read instead, after a half-close, until the client closes
+/// its side, as clients do once they have read the close frame.
+async fn linger<S>(ws: &mut WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = timeout(CLOSE_LINGER, async {
-        if stream.shutdown().await.is_err() {
+    let mut left = CLOSE_LINGER_BYTES;
+    while !ws.is_terminated() {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(message)) => left = left.saturating_sub(message.len()),
+            Some(Err(_)) => {}
+        }
+        if left == 0 {
             return;
         }
-        let mut buf = [0; 4096];
-        let mut left = CLOSE_LINGER_BYTES;
-        while left > 0 {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
+    }
+    let stream = ws.get_mut();
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0; 4096];
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
         }
-    })
-    .await;
+    }
 }
 
 fn text_message(frame: Frame) -> Message {

@@ -169,12 +169,21 @@ impl Client {
         }
     }
 
-    /// Reads until the server's close frame and returns it.
+    /// Reads until the server's close frame and returns it, after reading
+    /// on until the server ends the connection, cleanly (no reset), and
+    /// closing the socket's sending side as a client does then.
     pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        use tokio::io::AsyncWriteExt;
         tokio::time::timeout(WAIT, async {
             while let Some(msg) = self.ws.next().await {
                 match msg {
-                    Ok(Message::Close(frame)) => return frame,
+                    Ok(Message::Close(frame)) => {
+                        if let Some(Err(e)) = self.ws.next().await {
+                            panic!("error after the close frame: {e}");
+                        }
+                        let _ = self.ws.get_mut().shutdown().await;
+                        return frame;
+                    }
                     Ok(_) => continue,
                     Err(e) => panic!("error before close frame: {e}"),
                 }
