@@ -98,7 +98,9 @@ where
                 Ok(frame) => {
                     // Boxed, like every write below: an idle connection's
                     // task then holds only the small waiting state.
-                    let written = Box::pin(write_queued(&mut ws, &mut member, frame, metrics));
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let written =
+                        Box::pin(write_queued(&mut ws, &mut member, frame, metrics, idle_at));
                     if let Err(ended) = written.await {
                         break ended;
                     }
@@ -110,7 +112,9 @@ where
                 if let Some(err) = answer(outcome, metrics) {
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -156,7 +160,9 @@ where
                 if let Some(err) = reply {
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -164,12 +170,14 @@ where
             () = &mut keepalive => {
                 let now = Instant::now();
                 if now >= last_seen + limits.idle_timeout {
-                    break Ended::Closed(CloseCode::Away, "idle timeout");
+                    break idle();
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
                     let sent = ws.send(Message::Ping(Default::default()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -217,13 +225,14 @@ async fn write_queued<S>(
     member: &mut Member,
     first: Frame,
     metrics: &Metrics,
+    idle_at: Instant,
 ) -> Result<(), Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut next = Some(first);
     let mut bytes = 0;
-    let mut stall = StallCheck::default();
+    let mut stall = StallCheck::new(idle_at);
     let written = poll_fn(|cx| {
         loop {
             let blocked = match next.take() {
@@ -259,10 +268,7 @@ where
             if !blocked {
                 continue;
             }
-            return match stall.poll(cx, member) {
-                Poll::Ready(()) => Poll::Ready(Err(too_slow(metrics))),
-                Poll::Pending => Poll::Pending,
-            };
+            return stall.poll(cx, member, metrics).map(Err);
         }
     })
     .await;
@@ -276,45 +282,70 @@ where
 const STALL_CHECK: Duration = Duration::from_millis(200);
 
 /// Lets a write blocked on a peer give up once the peer's member has fallen
-/// a whole ring behind: a peer that stopped reading must not hold its task
-/// forever. Polled only after a write returned `Pending`, so its timer is
-/// armed only then.
-#[derive(Default)]
-struct StallCheck(Option<Pin<Box<Sleep>>>);
+/// a whole ring behind (a peer that stopped reading must not hold its task
+/// forever), or at the idle timeout: nothing is read while a write is
+/// blocked, so a peer that stopped reading and answering is closed when it
+/// would be if nothing were being written (README, Errors and close codes).
+/// Polled only after a write returned `Pending`, so its timer is armed only
+/// then.
+struct StallCheck {
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The idle deadline: the peer's last frame plus the idle timeout.
+    idle_at: Instant,
+}
 
 impl StallCheck {
-    /// Ready once `member` is too slow; checks every [`STALL_CHECK`].
-    fn poll(&mut self, cx: &mut Context<'_>, member: &Member) -> Poll<()> {
+    fn new(idle_at: Instant) -> Self {
+        StallCheck {
+            timer: None,
+            idle_at,
+        }
+    }
+
+    /// Ready with why the write gives up; checks every [`STALL_CHECK`] and
+    /// at the idle deadline.
+    fn poll(&mut self, cx: &mut Context<'_>, member: &Member, metrics: &Metrics) -> Poll<Ended> {
+        let idle_at = self.idle_at;
+        let next_check = move || (Instant::now() + STALL_CHECK).min(idle_at);
         let timer = self
-            .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next_check())));
         loop {
             ready!(timer.as_mut().poll(cx));
             if member.is_too_slow() {
-                return Poll::Ready(());
+                return Poll::Ready(too_slow(metrics));
             }
-            timer.as_mut().reset(Instant::now() + STALL_CHECK);
+            if Instant::now() >= idle_at {
+                return Poll::Ready(idle());
+            }
+            timer.as_mut().reset(next_check());
         }
     }
 }
 
-/// Runs a write unless the member falls a whole ring behind first (see
-/// [`StallCheck`]).
+/// Runs a write unless the member falls a whole ring behind or the idle
+/// deadline `idle_at` passes first (see [`StallCheck`]).
 async fn unless_stalled(
     write: impl Future<Output = Result<(), WsError>>,
     member: &Member,
     metrics: &Metrics,
+    idle_at: Instant,
 ) -> Result<(), Ended> {
     let mut write = pin!(write);
-    let mut stall = StallCheck::default();
+    let mut stall = StallCheck::new(idle_at);
     poll_fn(|cx| {
         if let Poll::Ready(written) = write.as_mut().poll(cx) {
             return Poll::Ready(written.map_err(Ended::Error));
         }
-        ready!(stall.poll(cx, member));
-        Poll::Ready(Err(too_slow(metrics)))
+        stall.poll(cx, member, metrics).map(Err)
     })
     .await
+}
+
+/// The close for a client that sent nothing, not even a pong, for the idle
+/// timeout.
+fn idle() -> Ended {
+    Ended::Closed(CloseCode::Away, "idle timeout")
 }
 
 fn too_slow(metrics: &Metrics) -> Ended {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{TestServer, WAIT};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
@@ -138,13 +137,7 @@ async fn every_client_too_slow_gets_1008() {
     // A small receive buffer fills after a few messages.
     let mut slow = Vec::new();
     for _ in 0..TRIES {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let tcp = socket.connect(server.addr).await.unwrap();
-        let (ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
-            .await
-            .unwrap();
-        slow.push(ws);
+        slow.push(server.client_with_receive_buffer(4096).await);
     }
     let (mut tx, mut rx) = server.client().await.ws.split();
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });

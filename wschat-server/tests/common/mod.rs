@@ -59,6 +59,18 @@ impl TestServer {
         Client { ws }
     }
 
+    /// A client whose socket receive buffer is only `bytes` large, so that
+    /// the server's writes to it block after a few messages unread.
+    pub async fn client_with_receive_buffer(&self, bytes: u32) -> WebSocketStream<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(self.url(), tcp)
+            .await
+            .unwrap();
+        ws
+    }
+
     /// Stops the server and waits until `run` has returned.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
