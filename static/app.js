@@ -53,7 +53,8 @@ function connect() {
     lastTim = data.tim || lastTim;
     show(data);
   };
-  ws.onclose = () => {
+  ws.onclose = (event) => {
+    showError(whyClosed(event));
     const delay = Math.min(30000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
     attempt += 1;
     setStatus("closed", "disconnected; retrying in " + Math.round(delay / 1000) + " s");
@@ -69,6 +70,23 @@ const ERRORS = {
   unsupported: "That kind of message is not supported.",
   unavailable: "The server cannot relay messages right now; try again soon.",
 };
+
+// Why the connection closed, by close code (the server's are listed in the
+// README, "Errors and close codes"); 1006 means no close frame came.
+const CLOSES = {
+  1001: "The server closed the connection: it is restarting, or it heard nothing from this page for too long.",
+  1002: "The server closed the connection: this browser broke the WebSocket protocol.",
+  1007: "The server closed the connection: a message was not valid UTF-8 text.",
+  1008: "The server closed the connection: this page fell too far behind the chat (a slow network?).",
+  1009: "Your message was too large, so it was not sent and the server closed the connection.",
+  1006: "The connection to the server was lost.",
+};
+
+function whyClosed(event) {
+  const text = CLOSES[event.code]
+    || "The connection closed (code " + event.code + ").";
+  return text + (event.reason ? " (" + event.reason + ")" : "");
+}
 
 function describe(err) {
   return (ERRORS[err.err] || "Error") + (err.detail ? " (" + err.detail + ")" : "");

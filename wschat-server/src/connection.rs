@@ -12,8 +12,9 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::stream::FusedStream;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,8 +27,16 @@ use crate::metrics::Metrics;
 /// How long sending a close frame may take: a stalled peer that resumes
 /// reading within it still learns why it was closed.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long to wait for the client's answering close frame.
-const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the server keeps reading after its close frame, waiting for the
+/// client's answer (see [`close`]): long enough for a client to
+/// read the close frame and answer across a slow link, short enough that a
+/// client that never answers holds its slot only briefly.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The most the server reads and discards after its close frame: more than
+/// a client usually has in flight (the rest of an oversized message it was
+/// still writing, a few socket buffers' worth), and reading it costs well
+/// under a millisecond; a client that sends more is cut off at once.
+const CLOSE_LINGER_BYTES: usize = 1 << 20;
 
 /// Per-connection settings taken from the options.
 #[derive(Debug, Clone)]
@@ -184,7 +193,9 @@ where
                 Ok(frame) => {
                     // Boxed, like every write below: an idle connection's
                     // task then holds only the small waiting state.
-                    let written = Box::pin(write_queued(&mut ws, &mut member, frame, metrics));
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let written =
+                        Box::pin(write_queued(&mut ws, &mut member, frame, metrics, idle_at));
                     if let Err(ended) = written.await {
                         break ended;
                     }
@@ -196,7 +207,9 @@ where
                 if let Some(err) = answer(outcome, metrics) {
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -242,7 +255,9 @@ where
                 if let Some(err) = reply {
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -250,12 +265,14 @@ where
             () = &mut keepalive => {
                 let now = Instant::now();
                 if now >= last_seen + limits.idle_timeout {
-                    break Ended::Closed(CloseCode::Away, "idle timeout");
+                    break idle();
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
                     let sent = ws.send(Message::Ping(Default::default()));
-                    if let Err(ended) = Box::pin(unless_stalled(sent, &member, metrics)).await {
+                    let idle_at = last_seen + limits.idle_timeout;
+                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    if let Err(ended) = Box::pin(sent).await {
                         break ended;
                     }
                 }
@@ -300,13 +317,14 @@ async fn write_queued<S>(
     member: &mut Member,
     first: Frame,
     metrics: &Metrics,
+    idle_at: Instant,
 ) -> Result<(), Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut next = Some(first);
     let mut bytes = 0;
-    let mut stall = StallCheck::default();
+    let mut stall = StallCheck::new(idle_at);
     let written = poll_fn(|cx| {
         loop {
             let blocked = match next.take() {
@@ -342,10 +360,7 @@ where
             if !blocked {
                 continue;
             }
-            return match stall.poll(cx, member) {
-                Poll::Ready(()) => Poll::Ready(Err(too_slow(metrics))),
-                Poll::Pending => Poll::Pending,
-            };
+            return stall.poll(cx, member, metrics).map(Err);
         }
     })
     .await;
@@ -359,45 +374,70 @@ where
 const STALL_CHECK: Duration = Duration::from_millis(200);
 
 /// Lets a write blocked on a peer give up once the peer's member has fallen
-/// a whole ring behind: a peer that stopped reading must not hold its task
-/// forever. Polled only after a write returned `Pending`, so its timer is
-/// armed only then.
-#[derive(Default)]
-struct StallCheck(Option<Pin<Box<Sleep>>>);
+/// a whole ring behind (a peer that stopped reading must not hold its task
+/// forever), or at the idle timeout: nothing is read while a write is
+/// blocked, so a peer that stopped reading and answering is closed when it
+/// would be if nothing were being written (README, Errors and close codes).
+/// Polled only after a write returned `Pending`, so its timer is armed only
+/// then.
+struct StallCheck {
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The idle deadline: the peer's last frame plus the idle timeout.
+    idle_at: Instant,
+}
 
 impl StallCheck {
-    /// Ready once `member` is too slow; checks every [`STALL_CHECK`].
-    fn poll(&mut self, cx: &mut Context<'_>, member: &Member) -> Poll<()> {
+    fn new(idle_at: Instant) -> Self {
+        StallCheck {
+            timer: None,
+            idle_at,
+        }
+    }
+
+    /// Ready with why the write gives up; checks every [`STALL_CHECK`] and
+    /// at the idle deadline.
+    fn poll(&mut self, cx: &mut Context<'_>, member: &Member, metrics: &Metrics) -> Poll<Ended> {
+        let idle_at = self.idle_at;
+        let next_check = move || (Instant::now() + STALL_CHECK).min(idle_at);
         let timer = self
-            .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next_check())));
         loop {
             ready!(timer.as_mut().poll(cx));
             if member.is_too_slow() {
-                return Poll::Ready(());
+                return Poll::Ready(too_slow(metrics));
             }
-            timer.as_mut().reset(Instant::now() + STALL_CHECK);
+            if Instant::now() >= idle_at {
+                return Poll::Ready(idle());
+            }
+            timer.as_mut().reset(next_check());
         }
     }
 }
 
-/// Runs a write unless the member falls a whole ring behind first (see
-/// [`StallCheck`]).
+/// Runs a write unless the member falls a whole ring behind or the idle
+/// deadline `idle_at` passes first (see [`StallCheck`]).
 async fn unless_stalled(
     write: impl Future<Output = Result<(), WsError>>,
     member: &Member,
     metrics: &Metrics,
+    idle_at: Instant,
 ) -> Result<(), Ended> {
     let mut write = pin!(write);
-    let mut stall = StallCheck::default();
+    let mut stall = StallCheck::new(idle_at);
     poll_fn(|cx| {
         if let Poll::Ready(written) = write.as_mut().poll(cx) {
             return Poll::Ready(written.map_err(Ended::Error));
         }
-        ready!(stall.poll(cx, member));
-        Poll::Ready(Err(too_slow(metrics)))
+        stall.poll(cx, member, metrics).map(Err)
     })
     .await
+}
+
+/// The close for a client that sent nothing, not even a pong, for the idle
+/// timeout.
+fn idle() -> Ended {
+    Ended::Closed(CloseCode::Away, "idle timeout")
 }
 
 fn too_slow(metrics: &Metrics) -> Ended {
@@ -405,7 +445,13 @@ fn too_slow(metrics: &Metrics) -> Ended {
     Ended::Closed(CloseCode::Policy, "too slow: send queue full")
 }
 
-/// Sends a close frame and waits, briefly, for the client's answer.
+/// Sends a close frame, then lingers (README, Errors and close codes):
+/// reads and discards the client's input until its answering close frame,
+/// for at most [`CLOSE_LINGER`] and [`CLOSE_LINGER_BYTES`]. Closing a
+/// socket with unread input, or input arriving after it is closed, makes
+/// the kernel reset the connection, which discards a close frame still in
+/// flight and makes a client that is writing give up before it reads why
+/// it was closed.
 async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -414,11 +460,43 @@ where
         code,
         reason: Utf8Bytes::from_static(reason),
     };
+    // A client that does not take the close frame within the timeout is
+    // not reading: it would not learn why, so there is nothing to wait for.
     if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.close(Some(frame))).await {
-        let _ = timeout(CLOSE_REPLY_TIMEOUT, async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        let _ = timeout(CLOSE_LINGER, linger(ws)).await;
+    }
+}
+
+/// Discards the client's input until its close frame, or at most
+/// [`CLOSE_LINGER_BYTES`] of it. Once tungstenite's stream has ended on an
+/// error (after a frame too large its buffer is mid-frame), the socket
+/// itself is read instead, after a half-close, until the client closes
+/// its side, as clients do once they have read the close frame.
+async fn linger<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut left = CLOSE_LINGER_BYTES;
+    while !ws.is_terminated() {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(message)) => left = left.saturating_sub(message.len()),
+            Some(Err(_)) => {}
+        }
+        if left == 0 {
+            return;
+        }
+    }
+    let stream = ws.get_mut();
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0; 4096];
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 

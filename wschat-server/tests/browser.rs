@@ -323,3 +323,57 @@ async fn the_view_follows_new_messages_unless_scrolled_up() {
     ann.close().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_says_why_the_server_closed_it() {
+    let server = TestServer::start(&["--max-message-bytes", "1024"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    ann.execute(
+        "document.getElementById('msg').value = 'x'.repeat(2000);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    say(&ann, "").await;
+    const ERROR: &str = "document.getElementById('error').textContent";
+    wait_until(
+        &ann,
+        "the reason for 1009",
+        &format!("{ERROR}.includes('too large, so it was not sent') && {ERROR}.includes('(message too large)')"),
+    )
+    .await;
+    save_screenshot(&ann, "closed-too-large.png").await;
+    wait_until(
+        &ann,
+        "reconnected",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+
+    server.stop().await;
+    wait_until(
+        &ann,
+        "the reason for 1001",
+        &format!("{ERROR}.includes('restarting') && {ERROR}.includes('(server shutting down)')"),
+    )
+    .await;
+
+    // The codes a browser cannot provoke, each in its own words.
+    let texts = ann
+        .execute(
+            "return [1002, 1007, 1008, 4000].map(code => whyClosed({code, reason: ''}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let texts: Vec<String> = serde_json::from_value(texts).unwrap();
+    for (text, words) in texts
+        .iter()
+        .zip(["protocol", "UTF-8", "behind", "code 4000"])
+    {
+        assert!(text.contains(words), "{text:?} should say {words:?}");
+    }
+    ann.close().await.unwrap();
+}

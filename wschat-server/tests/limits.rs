@@ -88,6 +88,68 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_others_get_everythi
 }
 
 #[tokio::test]
+async fn a_client_that_neither_reads_nor_answers_is_closed_at_the_idle_timeout_while_blocked() {
+    const N: usize = 500;
+    let server = TestServer::start(&[
+        "--ping-interval",
+        "1",
+        "--idle-timeout",
+        "2",
+        "--send-queue",
+        "1024",
+        "--rate",
+        "0",
+    ])
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut silent = server.client_with_receive_buffer(4096).await;
+    // The publisher reads everything, so only the silent client lags.
+    let (mut tx, mut rx) = server.client().await.ws.split();
+    let reader = tokio::spawn(async move {
+        for _ in 0..N {
+            rx.next().await.unwrap().unwrap();
+        }
+        rx
+    });
+    let body = "x".repeat(20_000);
+    for i in 0..N {
+        let frame = format!(r#"{{"usr":"pub","msg":"{body}","i":{i}}}"#);
+        tx.send(Message::text(frame)).await.unwrap();
+    }
+    let _rx = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+    // The server's write to the silent client is blocked, far from a whole
+    // ring behind, past the idle timeout: it must give up by itself.
+    tokio::time::sleep_until(started + Duration::from_millis(3500)).await;
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("wschat_clients_dropped_slow_total 0"),
+        "{metrics}"
+    );
+    let mut delivered = 0;
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match silent.next().await.expect("a close frame").unwrap() {
+                Message::Text(_) => delivered += 1,
+                Message::Close(close) => return close.expect("a close code"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "idle timeout");
+    // Had the write waited for the client to read again, every message
+    // would have come before the close.
+    assert!(
+        delivered < N,
+        "the write waited for the client to read again ({delivered} of {N} delivered)"
+    );
+    drop(silent);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_not() {
     let server = TestServer::start(&["--ping-interval", "1", "--idle-timeout", "2"]).await;
     let mut silent = server.client().await;

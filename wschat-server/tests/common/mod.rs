@@ -59,6 +59,18 @@ impl TestServer {
         Client { ws }
     }
 
+    /// A client whose socket receive buffer is only `bytes` large, so that
+    /// the server's writes to it block after a few messages unread.
+    pub async fn client_with_receive_buffer(&self, bytes: u32) -> WebSocketStream<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(self.url(), tcp)
+            .await
+            .unwrap();
+        ws
+    }
+
     /// Stops the server and waits until `run` has returned.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -181,12 +193,21 @@ impl Client {
         }
     }
 
-    /// Reads until the server's close frame and returns it.
+    /// Reads until the server's close frame and returns it, after reading
+    /// on until the server ends the connection, cleanly (no reset), and
+    /// closing the socket's sending side as a client does then.
     pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        use tokio::io::AsyncWriteExt;
         tokio::time::timeout(WAIT, async {
             while let Some(msg) = self.ws.next().await {
                 match msg {
-                    Ok(Message::Close(frame)) => return frame,
+                    Ok(Message::Close(frame)) => {
+                        if let Some(Err(e)) = self.ws.next().await {
+                            panic!("error after the close frame: {e}");
+                        }
+                        let _ = self.ws.get_mut().shutdown().await;
+                        return frame;
+                    }
                     Ok(_) => continue,
                     Err(e) => panic!("error before close frame: {e}"),
                 }
