@@ -133,8 +133,10 @@ async fn every_bad_frame_gets_1007_or_1002_with_more_input_behind_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_client_too_slow_gets_1008() {
-    let server = TestServer::start(&["--send-queue", "8", "--rate", "0"]).await;
-    // A small receive buffer fills after a few messages.
+    // A ring of 64 with batches of 16 keeps the publisher's own connection,
+    // which reads everything, well within the ring; the slow ones' small
+    // receive buffers fill after a few messages.
+    let server = TestServer::start(&["--send-queue", "64", "--rate", "0"]).await;
     let mut slow = Vec::new();
     for _ in 0..TRIES {
         slow.push(server.client_with_receive_buffer(4096).await);
