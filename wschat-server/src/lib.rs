@@ -94,10 +94,7 @@ pub async fn run(
         );
     }
     let room = build_room(&options)?;
-    let rotation = options
-        .archive
-        .is_some()
-        .then(|| tokio::spawn(rotate::reopen_on_hangup(room.clone())));
+    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), options.archive.is_some()));
     let metrics = Arc::new(Metrics::new());
     let backplane = match &options.redis {
         Some(url) => Some(
@@ -151,9 +148,7 @@ pub async fn run(
     if let Some(backplane) = &app.backplane {
         backplane.stop();
     }
-    if let Some(rotation) = rotation {
-        rotation.abort();
-    }
+    rotation.abort();
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
         warn!("some connections did not close in time");

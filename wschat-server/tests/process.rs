@@ -145,3 +145,44 @@ fn the_websocket_crates_follow_rust_log_below_debug() {
         "debug lines at RUST_LOG=info: {log}"
     );
 }
+
+/// Waits up to `within` for the process to exit; its status if it did.
+fn exited_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_without_an_archive_is_logged_and_ignored() {
+    let (mut child, addr, log) = spawn_binary(&[]);
+    for _ in 0..3 {
+        signal(&child, "-HUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let died = exited_within(&mut child, Duration::from_millis(500));
+    if died.is_some() {
+        panic!("SIGHUP ended the server: {died:?}\n{}", log.text());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, _) = rt.block_on(common::http_get(addr.parse().unwrap(), "/healthz", &[]));
+    assert_eq!(status, 200, "still serving after SIGHUP");
+    signal(&child, "-TERM");
+    let status = exited_within(&mut child, common::WAIT).expect("SIGTERM ends it");
+    assert_eq!(status.code(), Some(0));
+    let log = log.complete();
+    assert!(log.contains("SIGHUP"), "the signal is logged: {log}");
+}
