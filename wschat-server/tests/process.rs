@@ -186,3 +186,58 @@ fn sighup_without_an_archive_is_logged_and_ignored() {
     let log = log.complete();
     assert!(log.contains("SIGHUP"), "the signal is logged: {log}");
 }
+
+/// Runs `cmd`, expecting a quick failure whose stderr is one line
+/// containing `needle`.
+fn fails_with_exactly_one_line(cmd: &mut Command, needle: &str) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if exited_within(&mut child, common::WAIT).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} is still running: it was accepted");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{cmd:?}: {stderr}");
+    assert!(stderr.contains(needle), "{cmd:?}: {stderr}");
+}
+
+#[test]
+fn an_empty_jwt_secret_is_refused_at_start() {
+    // An unset variable in a compose file (`JWT_SECRET: ${JWT_SECRET}`)
+    // arrives as an empty one: with it anyone could sign tokens.
+    let listen = ["--listen", "127.0.0.1:0"];
+    fails_with_exactly_one_line(server().args(listen).env("JWT_SECRET", ""), "empty");
+    fails_with_exactly_one_line(server().args(listen).args(["--jwt-secret", ""]), "empty");
+    fails_with_exactly_one_line(
+        server()
+            .args(["token", "--usr", "ann"])
+            .env("JWT_SECRET", ""),
+        "empty",
+    );
+}
+
+#[test]
+fn a_short_jwt_secret_starts_with_a_warning_that_hides_it() {
+    const SECRET: &str = "only-19-bytes-long!";
+    let log = log_of(&["--jwt-secret", SECRET], "info", |_| async {});
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("32 bytes"))
+        .unwrap_or_else(|| panic!("no warning about the secret's length: {log}"));
+    assert!(warning.contains("19"), "{warning}");
+    assert!(!log.contains(SECRET), "the secret was logged: {log}");
+
+    let long = "a-secret-of-at-least-thirty-two-bytes";
+    let log = log_of(&["--jwt-secret", long], "info", |_| async {});
+    assert!(
+        !log.contains("32 bytes"),
+        "a warning for a long secret: {log}"
+    );
+}
