@@ -76,6 +76,14 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
     let config = options
         .jwt()
         .ok_or("token: set JWT_SECRET (or --jwt-secret) to sign tokens")?;
+    if options.jwt_validate_exp && args.exp.is_none() {
+        // The server would refuse the token (README, JWT mode).
+        return Err(
+            "token: with --jwt-validate-exp a token without exp is refused; \
+                    pass --exp SECONDS"
+                .to_owned(),
+        );
+    }
     let token = Jwt::new(config)
         .mint(&args.claim, &args.usr, args.exp)
         .map_err(|e| e.to_string())?;

@@ -195,3 +195,37 @@ async fn the_token_subcommand_without_a_secret_fails_cleanly() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_token_subcommand_never_mints_what_its_configuration_refuses() {
+    // With --jwt-validate-exp a token without `exp` is refused, so minting
+    // one without --exp is refused too, in one line that says what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+        .args(["--jwt-validate-exp", "token", "--usr", "ann"])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "a token was printed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--exp"), "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+        .args(["token", "--usr", "ann", "--exp", "60"])
+        .env("JWT_SECRET", SECRET)
+        .env("WSCHAT_JWT_VALIDATE_EXP", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-validate-exp"]).await;
+    let mut c = server.client().await;
+    c.send(&signed("ann", &minted)).await;
+    assert_eq!(c.recv().await["usr"], "ann");
+    server.stop().await;
+}
