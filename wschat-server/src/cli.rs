@@ -238,6 +238,16 @@ impl Options {
             .jwt(self.jwt())
     }
 
+    /// The most memory the room's messages can take: each as large as
+    /// `--max-message-bytes`, in a full ring (`--send-queue`, rounded up to
+    /// a power of two as the ring is) or a full history, whichever holds
+    /// more (the two share each message, so it is held once).
+    pub fn worst_case_message_bytes(&self) -> u64 {
+        let ring = u64::from(self.send_queue).next_power_of_two();
+        let held = ring.max(self.history as u64);
+        held.saturating_mul(self.max_message_bytes as u64)
+    }
+
     pub(crate) fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval)
     }

@@ -93,6 +93,7 @@ pub async fn run(
             "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
         );
     }
+    warn_if_memory_may_run_out(&options);
     let room = build_room(&options)?;
     let rotation = tokio::spawn(rotate::on_hangup(room.clone(), options.archive.is_some()));
     let metrics = Arc::new(Metrics::new());
@@ -155,6 +156,38 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Says at start when full rings and history of the largest messages
+/// could take more memory than the machine has (README, Security): the
+/// limits then do not protect it.
+fn warn_if_memory_may_run_out(options: &Options) {
+    let worst = options.worst_case_message_bytes();
+    match total_memory() {
+        Some(total) if worst > total => warn!(
+            worst_case_bytes = worst,
+            total_memory_bytes = total,
+            "the messages held (--send-queue, rounded up to a power of two, or \
+             --history, times --max-message-bytes) could take more memory than \
+             the machine has; lower one of them"
+        ),
+        _ => {}
+    }
+}
+
+/// The machine's total memory in bytes, from `/proc/meminfo` (`None` where
+/// it cannot be read).
+fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Accepts connections until the server shuts down, then drops the

@@ -241,3 +241,20 @@ fn a_short_jwt_secret_starts_with_a_warning_that_hides_it() {
         "a warning for a long secret: {log}"
     );
 }
+
+#[test]
+fn settings_that_could_outgrow_the_machine_are_warned_about_at_start() {
+    // 2^20 messages of up to 2^30 bytes: a petabyte, held by the history.
+    let huge = ["--history", "1048576", "--max-message-bytes", "1073741824"];
+    let log = log_of(&huge, "info", |_| async {});
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("memory"))
+        .unwrap_or_else(|| panic!("no warning about memory: {log}"));
+    assert!(warning.contains("--history"), "{warning}");
+    let log = log_of(&[], "info", |_| async {});
+    assert!(
+        !log.contains("memory"),
+        "a warning with the defaults: {log}"
+    );
+}
