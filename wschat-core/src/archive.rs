@@ -42,8 +42,10 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens (or creates) `path` for appending. With `fsync`, every batch is
-    /// synced to disk before it is relayed.
+    /// Opens (or creates) `path` for appending.
+    /// With `fsync`, every batch is synced to disk before it is relayed. A
+    /// batch that fails is cut off again, so the file holds exactly the
+    /// batches that were relayed.
     ///
     /// A last line cut short by a crash is closed with a newline, so later
     /// messages start on a line of their own, and is then skipped when
@@ -156,11 +158,25 @@ impl Log for Archive {
             batch.push(b'\n');
         }
         let mut file = self.lock();
-        file.write_all(&batch)?;
-        if self.fsync {
-            file.sync_data()?;
+        // A regular file's length before the batch: what a failed batch is
+        // cut back to, so that it leaves no partial line for the next
+        // batch to be glued to, and no line that no client received
+        // (README, Archive).
+        let meta = file.metadata()?;
+        let before = meta.is_file().then_some(meta.len());
+        let mut written = file.write_all(&batch);
+        if written.is_ok() && self.fsync {
+            written = file.sync_data();
         }
-        Ok(())
+        let Err(e) = written else {
+            return Ok(());
+        };
+        if let Some(Err(cut)) = before.map(|len| file.set_len(len)) {
+            return Err(LogError::new(format!(
+                "{e}, and the part written cannot be cut off: {cut}"
+            )));
+        }
+        Err(e.into())
     }
 
     fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {

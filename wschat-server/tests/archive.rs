@@ -337,3 +337,107 @@ fn sigterm_ends_the_server_while_an_archive_write_hangs() {
     let _ = disk.join();
     assert!(exited.is_some(), "still running 20 s after SIGTERM");
 }
+
+/// Starts the binary with `args` under a file-size limit of `max_file`
+/// bytes (RLIMIT_FSIZE): a write that crosses it is cut short and the next
+/// one fails, as on a full disk, but only for this process's files.
+/// SIGXFSZ is ignored, so the write fails instead of killing the server.
+fn spawn_with_file_size_limit(max_file: u64, args: &[&str]) -> (std::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let limited = format!("trap '' XFSZ; exec prlimit --fsize={max_file} -- \"$@\"");
+    let child = Command::new("sh")
+        .args(["-c", &limited, "sh", env!("CARGO_BIN_EXE_wschat-server")])
+        .args(["--listen", &addr])
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env("RUST_LOG", "off")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + common::WAIT;
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+/// The next text frame, or `None` when none comes within the wait.
+async fn next_text<S>(ws: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(common::WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(_))) => {}
+            _ => return None,
+        }
+    }
+}
+
+#[test]
+fn a_write_that_fails_part_way_leaves_no_partial_line() {
+    let path = temp_path("full.jsonl");
+    let archive = path.to_str().unwrap();
+    // Each line is 60 bytes plus the text: three of 250 fill 930 of the
+    // 1024 bytes the disk has, the fourth is written in part and fails.
+    let (mut child, addr) =
+        spawn_with_file_size_limit(1024, &["--rate", "0", "--archive", archive]);
+    let long = "x".repeat(250);
+    let texts = [&long, &long, &long, &long, "fits"];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<String> = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for text in texts {
+            ws.send(Message::text(chat("a", text))).await.unwrap();
+            match next_text(&mut ws).await {
+                Some(answer) => answers.push(answer),
+                None => break,
+            }
+        }
+        answers
+    });
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(answers.len(), texts.len(), "an answer to each: {answers:?}");
+    assert!(answers[3].contains("unavailable"), "{answers:?}");
+    assert!(
+        answers[4].contains("\"fits\""),
+        "publishing resumes once a write succeeds: {answers:?}"
+    );
+    let received: Vec<String> = answers
+        .into_iter()
+        .filter(|a| a.contains("\"tim\""))
+        .collect();
+    assert_eq!(
+        lines(&path),
+        received,
+        "the archive holds exactly what clients received"
+    );
+
+    let (mut child, addr, log) = spawn_binary(&["--archive", archive, "--history", "10"]);
+    let replay = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < received.len() {
+            match next_text(&mut ws).await {
+                Some(text) => got.push(text),
+                None => break,
+            }
+        }
+        got
+    });
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(replay, received, "a restart replays what clients received");
+    let log = log.complete();
+    assert!(!log.contains("skipped"), "{log}");
+}
