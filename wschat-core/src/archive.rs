@@ -42,7 +42,7 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens (or creates) `path` for appending.
+    /// Opens (or creates, readable by its owner only) `path` for appending.
     /// With `fsync`, every batch is synced to disk before it is relayed. A
     /// batch that fails is cut off again, so the file holds exactly the
     /// batches that were relayed.
@@ -142,12 +142,39 @@ fn to_frame(line: &[u8]) -> Option<Frame> {
         .then(|| Frame::from(text.to_owned()))
 }
 
+/// Opens `path` for appending. A file it creates is readable by its owner
+/// only (mode 0600: the archive holds every message, also retracted ones),
+/// and its folder is synced, so the file's name survives a power loss.
 fn open_append(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| LogError::new(format!("{}: {e}", path.display())))
+    let fail = |e: std::io::Error| LogError::new(format!("{}: {e}", path.display()));
+    let mut options = OpenOptions::new();
+    options.append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.clone().create_new(true).open(path) {
+        Ok(file) => {
+            sync_folder(path).map_err(fail)?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => options.open(path).map_err(fail),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Syncs the folder that holds `path`, so an entry just created in it is
+/// on disk.
+fn sync_folder(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(folder)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Log for Archive {

@@ -441,3 +441,25 @@ fn a_write_that_fails_part_way_leaves_no_partial_line() {
     let log = log.complete();
     assert!(!log.contains("skipped"), "{log}");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_archive_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_path("private.jsonl");
+    let rotated = temp_path("private.jsonl.1");
+    let mode = |p: &PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (mut child, _, _) = spawn_binary(&["--archive", path.to_str().unwrap()]);
+    let at_start = mode(&path);
+    std::fs::rename(&path, &rotated).unwrap();
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + common::WAIT;
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let on_rotation = path.exists().then(|| mode(&path));
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(at_start, 0o600, "created at start: {at_start:o}");
+    assert_eq!(on_rotation, Some(0o600), "created on rotation");
+}
