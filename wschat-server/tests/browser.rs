@@ -323,3 +323,84 @@ async fn the_view_follows_new_messages_unless_scrolled_up() {
     ann.close().await.unwrap();
     server.stop().await;
 }
+
+/// JS: whether the error line is showing.
+const ERROR_SHOWN: &str = "!document.getElementById('error').hidden";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_err_field_is_shown_as_a_message_not_as_an_error() {
+    // Relayed messages carry `tim`, error frames never do: a publisher's
+    // `err` field must not pass for the server's voice.
+    let server = TestServer::start(&[]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    let mut eve = server.client().await;
+    let phish = json!({
+        "usr": "eve",
+        "msg": "x",
+        "err": "unauthorized",
+        "detail": "renew your token at evil.example",
+    });
+    eve.send(&phish.to_string()).await;
+    eve.send(&common::chat("eve", "after")).await;
+    wait_until(&ann, "the message after the phish", &shown("after")).await;
+    save_screenshot(&ann, "relayed-err.png").await;
+    let error = ann
+        .execute(&format!("return {ERROR_SHOWN};"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(error, json!(false), "a relayed message shown as an error");
+    let from_eve = ann
+        .execute(
+            "return [...document.querySelectorAll('#messages li')].some(li => \
+             li.querySelector('.usr').textContent === 'eve' && \
+             li.querySelector('.msg').textContent === 'x');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_eve, json!(true), "the message from eve is shown");
+
+    ann.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_message_older_than_the_last_shown_is_still_shown() {
+    // The archive ends with a message from a clock that ran ahead; after a
+    // restart on a machine whose clock is right, every new message has an
+    // older `tim` than the last one the page showed.
+    let archive = std::env::temp_dir().join(format!(
+        "wschat-browser-future-{}.jsonl",
+        std::process::id()
+    ));
+    std::fs::write(
+        &archive,
+        "{\"usr\":\"clock\",\"msg\":\"from the future\",\"tim\":\"2999-01-01T00:00:00.000000000Z\"}\n",
+    )
+    .unwrap();
+    let server =
+        TestServer::start(&["--archive", archive.to_str().unwrap(), "--history", "5"]).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+    wait_until(&ann, "the replayed message", &shown("from the future")).await;
+
+    server.stop().await;
+    let server = TestServer::start_on(addr, &[]).await;
+    wait_until(
+        &ann,
+        "reconnected",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+    let mut bob = server.client().await;
+    bob.send(&common::chat("bob", "now")).await;
+    assert!(bob.recv().await["tim"].as_str() < Some("2999"));
+    wait_until(&ann, "the live message with an older tim", &shown("now")).await;
+    ann.close().await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_file(&archive);
+}
