@@ -14,6 +14,10 @@ jwtInput.value = localStorage.getItem("wschat.jwt") || "";
 
 let ws = null;
 let attempt = 0;
+// A connection must stay open this long before the backoff starts over:
+// a server that accepts and drops at once (restarting, shedding load)
+// then still sees every tab come back spread out, not all at once.
+const STABLE_MS = 10000;
 // Every `tim` shown. A (re)connected page is first replayed history it may
 // have shown already: while that replay lasts (until the first message
 // not shown yet), a message with a `tim` shown before is skipped. Live
@@ -42,10 +46,13 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(scheme + "//" + location.host + "/");
   setStatus("connecting", "connecting…");
+  const socket = ws;
   ws.onopen = () => {
-    attempt = 0;
     setStatus("open", "connected");
     replaying = shownTims.size > 0;
+    setTimeout(() => {
+      if (ws === socket && socket.readyState === WebSocket.OPEN) attempt = 0;
+    }, STABLE_MS);
   };
   ws.onmessage = (event) => {
     let data;
