@@ -65,18 +65,7 @@ fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
 
     let (mut child, addr, _) =
         spawn_binary(&["--rate", "0", "--archive", archive, "--history", "5"]);
-    let replay = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while got.len() < 5 {
-            if let Some(Ok(Message::Text(t))) = ws.next().await {
-                got.push(t.to_string());
-            }
-        }
-        got
-    });
+    let replay = rt.block_on(first_texts(&addr, 5));
     assert_eq!(replay[..], received[45..]);
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -375,6 +364,22 @@ where
     }
 }
 
+/// The first `n` text frames a new client of `addr` receives, or as many
+/// as come before they stop.
+async fn first_texts(addr: &str, n: usize) -> Vec<String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < n {
+        match next_text(&mut ws).await {
+            Some(text) => got.push(text),
+            None => break,
+        }
+    }
+    got
+}
+
 #[test]
 fn a_write_that_fails_part_way_leaves_no_partial_line() {
     let path = temp_path("full.jsonl");
@@ -422,19 +427,7 @@ fn a_write_that_fails_part_way_leaves_no_partial_line() {
     );
 
     let (mut child, addr, log) = spawn_binary(&["--archive", archive, "--history", "10"]);
-    let replay = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while got.len() < received.len() {
-            match next_text(&mut ws).await {
-                Some(text) => got.push(text),
-                None => break,
-            }
-        }
-        got
-    });
+    let replay = rt.block_on(first_texts(&addr, received.len()));
     let exited = terminate(&mut child, common::WAIT);
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
     assert_eq!(replay, received, "a restart replays what clients received");
