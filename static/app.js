@@ -14,9 +14,17 @@ jwtInput.value = localStorage.getItem("wschat.jwt") || "";
 
 let ws = null;
 let attempt = 0;
-// The newest `tim` shown: replayed history after a reconnect is skipped
-// up to it, so nothing appears twice.
-let lastTim = "";
+// A connection must stay open this long before the backoff starts over:
+// a server that accepts and drops at once (restarting, shedding load)
+// then still sees every tab come back spread out, not all at once.
+const STABLE_MS = 10000;
+// Every `tim` shown. A (re)connected page is first replayed history it may
+// have shown already: while that replay lasts (until the first message
+// not shown yet), a message with a `tim` shown before is skipped. Live
+// messages are never compared: their `tim` may be older than one shown
+// (a clock that ran ahead, a restart), and they are new all the same.
+const shownTims = new Set();
+let replaying = false;
 
 fetch("/healthz").then((r) => r.json()).then((cfg) => {
   $("token-label").hidden = !cfg.jwt;
@@ -38,19 +46,28 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(scheme + "//" + location.host + "/");
   setStatus("connecting", "connecting…");
+  const socket = ws;
   ws.onopen = () => {
-    attempt = 0;
     setStatus("open", "connected");
+    replaying = shownTims.size > 0;
+    setTimeout(() => {
+      if (ws === socket && socket.readyState === WebSocket.OPEN) attempt = 0;
+    }, STABLE_MS);
   };
   ws.onmessage = (event) => {
     let data;
     try { data = JSON.parse(event.data); } catch { return; }
-    if (data.err) {
-      showError(describe(data));
+    if (data === null || typeof data !== "object") return;
+    // Relayed messages carry `tim`; the server's error and notice frames
+    // never do. An `err` field in a relayed message is just a field its
+    // publisher sent: it is shown as part of a message, never as an error.
+    if (typeof data.tim !== "string") {
+      if (typeof data.err === "string") showError(describe(data));
       return;
     }
-    if (typeof data.tim === "string" && data.tim <= lastTim) return;
-    lastTim = data.tim || lastTim;
+    if (replaying && shownTims.has(data.tim)) return;
+    replaying = false;
+    shownTims.add(data.tim);
     show(data);
   };
   ws.onclose = (event) => {

@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wschat_core::{JwtAlg, JwtConfig, RateLimit, RoomConfig};
 
+/// Below this many bytes a JWT secret is warned about at start: HS256's
+/// key should be at least as long as its 32-byte hash (RFC 7518, 3.2),
+/// and a short one can be guessed offline from any token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// wschat: a WebSocket chat server, a real-time public mailing list.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "wschat-server", version, about, long_about = None)]
@@ -184,6 +189,28 @@ impl Options {
         Cli::try_parse_from(argv).map(|cli| cli.options)
     }
 
+    /// Refuses options that must not run (README, Security): an empty JWT
+    /// secret, which is what an unset variable in a compose file gives,
+    /// would let anyone sign tokens. The message is one line and never
+    /// holds the secret.
+    pub fn check(&self) -> Result<(), String> {
+        if self.jwt_secret.as_deref() == Some("") {
+            return Err(
+                "JWT_SECRET (--jwt-secret) is empty, and an empty key lets anyone \
+                        sign tokens: give it a secret, or unset it to run without JWT mode"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The JWT secret's length in bytes when it is shorter than
+    /// [`MIN_SECRET_BYTES`]: the server starts, with a warning.
+    pub fn short_secret(&self) -> Option<usize> {
+        let len = self.jwt_secret.as_ref()?.len();
+        (len < MIN_SECRET_BYTES).then_some(len)
+    }
+
     /// The token rules, if JWT mode is on.
     pub fn jwt(&self) -> Option<JwtConfig> {
         self.jwt_secret.as_ref().map(|secret| {
@@ -204,6 +231,16 @@ impl Options {
             .send_queue(self.send_queue as usize)
             .rate_limit(RateLimit::new(self.rate, self.burst))
             .jwt(self.jwt())
+    }
+
+    /// The most memory the room's messages can take: each as large as
+    /// `--max-message-bytes`, in a full ring (`--send-queue`, rounded up to
+    /// a power of two as the ring is) or a full history, whichever holds
+    /// more (the two share each message, so it is held once).
+    pub fn worst_case_message_bytes(&self) -> u64 {
+        let ring = u64::from(self.send_queue).next_power_of_two();
+        let held = ring.max(self.history as u64);
+        held.saturating_mul(self.max_message_bytes as u64)
     }
 
     pub(crate) fn ping_interval(&self) -> Duration {

@@ -112,11 +112,9 @@ pub async fn run(
             "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
         );
     }
+    warn_if_memory_may_run_out(&options);
     let (room, link) = build_room(&options).await?;
-    let rotation = options
-        .archive
-        .is_some()
-        .then(|| tokio::spawn(rotate::reopen_on_hangup(room.clone())));
+    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), options.archive.is_some()));
     let metrics = Arc::new(Metrics::new());
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);
@@ -158,15 +156,45 @@ pub async fn run(
     if let Some(backplane) = &app.backplane {
         backplane.stop();
     }
-    if let Some(rotation) = rotation {
-        rotation.abort();
-    }
+    rotation.abort();
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
         warn!("some connections did not close in time");
     }
     info!("stopped");
     Ok(())
+}
+
+/// Says at start when full rings and history of the largest messages
+/// could take more memory than the machine has (README, Security): the
+/// limits then do not protect it.
+fn warn_if_memory_may_run_out(options: &Options) {
+    let worst = options.worst_case_message_bytes();
+    match total_memory() {
+        Some(total) if worst > total => warn!(
+            worst_case_bytes = worst,
+            total_memory_bytes = total,
+            "the messages held (--send-queue, rounded up to a power of two, or \
+             --history, times --max-message-bytes) could take more memory than \
+             the machine has; lower one of them"
+        ),
+        _ => {}
+    }
+}
+
+/// The machine's total memory in bytes, from `/proc/meminfo` (`None` where
+/// it cannot be read).
+fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Accepts connections until the server shuts down, then drops the

@@ -11,15 +11,15 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::prelude::*;
 use wschat_core::Jwt;
-use wschat_server::cli::{LogFormat, TokenArgs};
+use wschat_server::cli::{LogFormat, MIN_SECRET_BYTES, TokenArgs};
 use wschat_server::{Cli, Command, Options};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    let result = cli.options.check().and_then(|()| match &cli.command {
         Some(Command::Token(args)) => token(&cli.options, args),
         None => serve(cli.options),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -31,6 +31,13 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> Result<(), String> {
     init_logging(options.log_format);
+    if let Some(bytes) = options.short_secret() {
+        tracing::warn!(
+            bytes,
+            "the JWT secret is shorter than {MIN_SECRET_BYTES} bytes: tokens signed with \
+             it can be forged by guessing it; use a long random secret"
+        );
+    }
     raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     let served = runtime.block_on(async {
@@ -69,6 +76,14 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
     let config = options
         .jwt()
         .ok_or("token: set JWT_SECRET (or --jwt-secret) to sign tokens")?;
+    if options.jwt_validate_exp && args.exp.is_none() {
+        // The server would refuse the token (README, JWT mode).
+        return Err(
+            "token: with --jwt-validate-exp a token without exp is refused; \
+                    pass --exp SECONDS"
+                .to_owned(),
+        );
+    }
     let token = Jwt::new(config)
         .mint(&args.claim, &args.usr, args.exp)
         .map_err(|e| e.to_string())?;

@@ -65,18 +65,7 @@ fn sigkill_loses_nothing_any_client_received_and_a_restart_replays_it() {
 
     let (mut child, addr, _) =
         spawn_binary(&["--rate", "0", "--archive", archive, "--history", "5"]);
-    let replay = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while got.len() < 5 {
-            if let Some(Ok(Message::Text(t))) = ws.next().await {
-                got.push(t.to_string());
-            }
-        }
-        got
-    });
+    let replay = rt.block_on(first_texts(&addr, 5));
     assert_eq!(replay[..], received[45..]);
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -358,4 +347,134 @@ fn sigterm_ends_the_server_while_an_archive_write_hangs() {
     drop(unstick);
     let _ = disk.join();
     assert!(exited.is_some(), "still running 20 s after SIGTERM");
+}
+
+/// Starts the binary with `args` under a file-size limit of `max_file`
+/// bytes (RLIMIT_FSIZE): a write that crosses it is cut short and the next
+/// one fails, as on a full disk, but only for this process's files.
+/// SIGXFSZ is ignored, so the write fails instead of killing the server.
+fn spawn_with_file_size_limit(max_file: u64, args: &[&str]) -> (std::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let limited = format!("trap '' XFSZ; exec prlimit --fsize={max_file} -- \"$@\"");
+    let child = Command::new("sh")
+        .args(["-c", &limited, "sh", env!("CARGO_BIN_EXE_wschat-server")])
+        .args(["--listen", &addr])
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env("RUST_LOG", "off")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + common::WAIT;
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+/// The next text frame, or `None` when none comes within the wait.
+async fn next_text<S>(ws: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(common::WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(_))) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The first `n` text frames a new client of `addr` receives, or as many
+/// as come before they stop.
+async fn first_texts(addr: &str, n: usize) -> Vec<String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < n {
+        match next_text(&mut ws).await {
+            Some(text) => got.push(text),
+            None => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn a_write_that_fails_part_way_leaves_no_partial_line() {
+    let path = temp_path("full.jsonl");
+    let archive = path.to_str().unwrap();
+    // Each line is 60 bytes plus the text: three of 250 fill 930 of the
+    // 1024 bytes the disk has, the fourth is written in part and fails.
+    let (mut child, addr) =
+        spawn_with_file_size_limit(1024, &["--rate", "0", "--archive", archive]);
+    let long = "x".repeat(250);
+    let texts = [&long, &long, &long, &long, "fits"];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<String> = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for text in texts {
+            ws.send(Message::text(chat("a", text))).await.unwrap();
+            match next_text(&mut ws).await {
+                Some(answer) => answers.push(answer),
+                None => break,
+            }
+        }
+        answers
+    });
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(answers.len(), texts.len(), "an answer to each: {answers:?}");
+    assert!(answers[3].contains("unavailable"), "{answers:?}");
+    assert!(
+        answers[4].contains("\"fits\""),
+        "publishing resumes once a write succeeds: {answers:?}"
+    );
+    let received: Vec<String> = answers
+        .into_iter()
+        .filter(|a| a.contains("\"tim\""))
+        .collect();
+    assert_eq!(
+        lines(&path),
+        received,
+        "the archive holds exactly what clients received"
+    );
+
+    let (mut child, addr, log) = spawn_binary(&["--archive", archive, "--history", "10"]);
+    let replay = rt.block_on(first_texts(&addr, received.len()));
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(replay, received, "a restart replays what clients received");
+    let log = log.complete();
+    assert!(!log.contains("skipped"), "{log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_archive_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_path("private.jsonl");
+    let rotated = temp_path("private.jsonl.1");
+    let mode = |p: &PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (mut child, _, _) = spawn_binary(&["--archive", path.to_str().unwrap()]);
+    let at_start = mode(&path);
+    std::fs::rename(&path, &rotated).unwrap();
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + common::WAIT;
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let on_rotation = path.exists().then(|| mode(&path));
+    let exited = terminate(&mut child, common::WAIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert_eq!(at_start, 0o600, "created at start: {at_start:o}");
+    assert_eq!(on_rotation, Some(0o600), "created on rotation");
 }

@@ -11,6 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,12 @@ async fn save_screenshot(browser: &Client, name: &str) {
 
 /// Waits until `script` (a JS expression) is true in the page.
 async fn wait_until(browser: &Client, what: &str, script: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_until_within(Duration::from_secs(20), browser, what, script).await;
+}
+
+/// [`wait_until`] with a deadline `within` from now.
+async fn wait_until_within(within: Duration, browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + within;
     loop {
         let value = browser
             .execute(&format!("return !!({script});"), vec![])
@@ -376,4 +382,152 @@ async fn the_page_says_why_the_server_closed_it() {
         assert!(text.contains(words), "{text:?} should say {words:?}");
     }
     ann.close().await.unwrap();
+}
+
+/// JS: whether the error line is showing.
+const ERROR_SHOWN: &str = "!document.getElementById('error').hidden";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_err_field_is_shown_as_a_message_not_as_an_error() {
+    // Relayed messages carry `tim`, error frames never do: a publisher's
+    // `err` field must not pass for the server's voice.
+    let server = TestServer::start(&[]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    let mut eve = server.client().await;
+    let phish = json!({
+        "usr": "eve",
+        "msg": "x",
+        "err": "unauthorized",
+        "detail": "renew your token at evil.example",
+    });
+    eve.send(&phish.to_string()).await;
+    eve.send(&common::chat("eve", "after")).await;
+    wait_until(&ann, "the message after the phish", &shown("after")).await;
+    save_screenshot(&ann, "relayed-err.png").await;
+    let error = ann
+        .execute(&format!("return {ERROR_SHOWN};"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(error, json!(false), "a relayed message shown as an error");
+    let from_eve = ann
+        .execute(
+            "return [...document.querySelectorAll('#messages li')].some(li => \
+             li.querySelector('.usr').textContent === 'eve' && \
+             li.querySelector('.msg').textContent === 'x');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_eve, json!(true), "the message from eve is shown");
+
+    ann.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_message_older_than_the_last_shown_is_still_shown() {
+    // The archive ends with a message from a clock that ran ahead; after a
+    // restart on a machine whose clock is right, every new message has an
+    // older `tim` than the last one the page showed.
+    let archive = std::env::temp_dir().join(format!(
+        "wschat-browser-future-{}.jsonl",
+        std::process::id()
+    ));
+    std::fs::write(
+        &archive,
+        "{\"usr\":\"clock\",\"msg\":\"from the future\",\"tim\":\"2999-01-01T00:00:00.000000000Z\"}\n",
+    )
+    .unwrap();
+    let server =
+        TestServer::start(&["--archive", archive.to_str().unwrap(), "--history", "5"]).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+    wait_until(&ann, "the replayed message", &shown("from the future")).await;
+
+    server.stop().await;
+    let server = TestServer::start_on(addr, &[]).await;
+    wait_until(
+        &ann,
+        "reconnected",
+        "document.getElementById('status').dataset.state === 'open'",
+    )
+    .await;
+    let mut bob = server.client().await;
+    bob.send(&common::chat("bob", "now")).await;
+    assert!(bob.recv().await["tim"].as_str() < Some("2999"));
+    wait_until(&ann, "the live message with an older tim", &shown("now")).await;
+    ann.close().await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_file(&archive);
+}
+
+/// A server that completes every WebSocket upgrade and closes the
+/// connection at once (one that restarts or sheds load); counts them.
+async fn accept_and_drop(addr: SocketAddr) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+                }
+            });
+        }
+    });
+    (task, count)
+}
+
+/// JS: the page's connection state.
+const OPEN: &str = "document.getElementById('status').dataset.state === 'open'";
+const CLOSED: &str = "document.getElementById('status').dataset.state === 'closed'";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnecting_backs_off_until_a_connection_holds() {
+    let server = TestServer::start(&[]).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+
+    // Every connection opens and is dropped at once: the delays must still
+    // grow (0.25-0.5 s, 0.5-1 s, 1-2 s, 2-4 s...), not start over at each
+    // open, or a restart would bring every tab back at the same moment.
+    server.stop().await;
+    let (flapping, opened) = accept_and_drop(addr).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    flapping.abort();
+    let _ = flapping.await;
+    let opened = opened.load(Ordering::Relaxed);
+    assert!(
+        (1..=5).contains(&opened),
+        "{opened} connections in 4 s: the backoff started over at each open"
+    );
+
+    // A connection that holds for a while resets the backoff: the next
+    // drop is followed by a quick reconnect. (The wait for the first one
+    // is the grown delay: up to 16 s.)
+    let server = TestServer::start_on(addr, &[]).await;
+    wait_until_within(Duration::from_secs(40), &ann, "reconnected", OPEN).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    server.stop().await;
+    let dropped = Instant::now();
+    wait_until(&ann, "the drop noticed", CLOSED).await;
+    let server = TestServer::start_on(addr, &[]).await;
+    wait_until(&ann, "reconnected again", OPEN).await;
+    let took = dropped.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "reconnected after {took:?}: the backoff was not reset"
+    );
+    ann.close().await.unwrap();
+    server.stop().await;
 }

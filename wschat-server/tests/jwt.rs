@@ -144,12 +144,12 @@ async fn usr_claim_binds_the_sender() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_token_subcommand_mints_what_the_server_accepts() {
+/// Runs the binary with `args` and the environment variables `env`,
+/// expecting success; the token it prints.
+fn mint(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(["token", "--usr", "ann", "--exp", "600"])
-        .env("JWT_SECRET", SECRET)
-        .env("WSCHAT_JWT_ALG", "HS512")
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -157,7 +157,15 @@ async fn the_token_subcommand_mints_what_the_server_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let minted = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_token_subcommand_mints_what_the_server_accepts() {
+    let minted = mint(
+        &["token", "--usr", "ann", "--exp", "600"],
+        &[("JWT_SECRET", SECRET), ("WSCHAT_JWT_ALG", "HS512")],
+    );
     assert_eq!(minted.split('.').count(), 3, "{minted}");
 
     let server = TestServer::start(&[
@@ -194,4 +202,30 @@ async fn the_token_subcommand_without_a_secret_fails_cleanly() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_token_subcommand_never_mints_what_its_configuration_refuses() {
+    // With --jwt-validate-exp a token without `exp` is refused, so minting
+    // one without --exp is refused too, in one line that says what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+        .args(["--jwt-validate-exp", "token", "--usr", "ann"])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "a token was printed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--exp"), "{stderr}");
+
+    let minted = mint(
+        &["token", "--usr", "ann", "--exp", "60"],
+        &[("JWT_SECRET", SECRET), ("WSCHAT_JWT_VALIDATE_EXP", "true")],
+    );
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-validate-exp"]).await;
+    let mut c = server.client().await;
+    c.send(&signed("ann", &minted)).await;
+    assert_eq!(c.recv().await["usr"], "ann");
+    server.stop().await;
 }

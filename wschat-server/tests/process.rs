@@ -145,3 +145,116 @@ fn the_websocket_crates_follow_rust_log_below_debug() {
         "debug lines at RUST_LOG=info: {log}"
     );
 }
+
+/// Waits up to `within` for the process to exit; its status if it did.
+fn exited_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_without_an_archive_is_logged_and_ignored() {
+    let (mut child, addr, log) = spawn_binary(&[]);
+    for _ in 0..3 {
+        signal(&child, "-HUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let died = exited_within(&mut child, Duration::from_millis(500));
+    if died.is_some() {
+        panic!("SIGHUP ended the server: {died:?}\n{}", log.text());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, _) = rt.block_on(common::http_get(addr.parse().unwrap(), "/healthz", &[]));
+    assert_eq!(status, 200, "still serving after SIGHUP");
+    signal(&child, "-TERM");
+    let status = exited_within(&mut child, common::WAIT).expect("SIGTERM ends it");
+    assert_eq!(status.code(), Some(0));
+    let log = log.complete();
+    assert!(log.contains("SIGHUP"), "the signal is logged: {log}");
+}
+
+/// Runs `cmd`, expecting a quick failure whose stderr is one line
+/// containing `needle`.
+fn fails_with_exactly_one_line(cmd: &mut Command, needle: &str) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if exited_within(&mut child, common::WAIT).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} is still running: it was accepted");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{cmd:?}: {stderr}");
+    assert!(stderr.contains(needle), "{cmd:?}: {stderr}");
+}
+
+#[test]
+fn an_empty_jwt_secret_is_refused_at_start() {
+    // An unset variable in a compose file (`JWT_SECRET: ${JWT_SECRET}`)
+    // arrives as an empty one: with it anyone could sign tokens.
+    let listen = ["--listen", "127.0.0.1:0"];
+    fails_with_exactly_one_line(server().args(listen).env("JWT_SECRET", ""), "empty");
+    fails_with_exactly_one_line(server().args(listen).args(["--jwt-secret", ""]), "empty");
+    fails_with_exactly_one_line(
+        server()
+            .args(["token", "--usr", "ann"])
+            .env("JWT_SECRET", ""),
+        "empty",
+    );
+}
+
+#[test]
+fn a_short_jwt_secret_starts_with_a_warning_that_hides_it() {
+    const SECRET: &str = "only-19-bytes-long!";
+    let log = log_of(&["--jwt-secret", SECRET], "info", |_| async {});
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("32 bytes"))
+        .unwrap_or_else(|| panic!("no warning about the secret's length: {log}"));
+    assert!(warning.contains("19"), "{warning}");
+    assert!(!log.contains(SECRET), "the secret was logged: {log}");
+
+    let long = "a-secret-of-at-least-thirty-two-bytes";
+    let log = log_of(&["--jwt-secret", long], "info", |_| async {});
+    assert!(
+        !log.contains("32 bytes"),
+        "a warning for a long secret: {log}"
+    );
+}
+
+#[test]
+fn settings_that_could_outgrow_the_machine_are_warned_about_at_start() {
+    // 2^20 messages of up to 2^30 bytes: a petabyte, held by the history.
+    let huge = ["--history", "1048576", "--max-message-bytes", "1073741824"];
+    let log = log_of(&huge, "info", |_| async {});
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("memory"))
+        .unwrap_or_else(|| panic!("no warning about memory: {log}"));
+    assert!(warning.contains("--history"), "{warning}");
+    let log = log_of(&[], "info", |_| async {});
+    assert!(
+        !log.contains("memory"),
+        "a warning with the defaults: {log}"
+    );
+}

@@ -46,8 +46,10 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens (or creates) `path` for appending. With `fsync`, every batch is
-    /// synced to disk before it is relayed.
+    /// Opens (or creates, readable by its owner only) `path` for appending.
+    /// With `fsync`, every batch is synced to disk before it is relayed. A
+    /// batch that fails is cut off again, so the file holds exactly the
+    /// batches that were relayed.
     ///
     /// A last line cut short by a crash is closed with a newline, so later
     /// messages start on a line of their own, and is then skipped when
@@ -144,12 +146,39 @@ fn to_frame(line: &[u8]) -> Option<Frame> {
         .then(|| Frame::from(text.to_owned()))
 }
 
+/// Opens `path` for appending. A file it creates is readable by its owner
+/// only (mode 0600: the archive holds every message, also retracted ones),
+/// and its folder is synced, so the file's name survives a power loss.
 fn open_append(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| LogError::new(format!("{}: {e}", path.display())))
+    let fail = |e: std::io::Error| LogError::new(format!("{}: {e}", path.display()));
+    let mut options = OpenOptions::new();
+    options.append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.clone().create_new(true).open(path) {
+        Ok(file) => {
+            sync_folder(path).map_err(fail)?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => options.open(path).map_err(fail),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Syncs the folder that holds `path`, so an entry just created in it is
+/// on disk.
+fn sync_folder(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(folder)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Log for Archive {
@@ -160,11 +189,25 @@ impl Log for Archive {
             batch.push(b'\n');
         }
         let mut file = self.lock();
-        file.write_all(&batch)?;
-        if self.fsync {
-            file.sync_data()?;
+        // A regular file's length before the batch: what a failed batch is
+        // cut back to, so that it leaves no partial line for the next
+        // batch to be glued to, and no line that no client received
+        // (README, Archive).
+        let meta = file.metadata()?;
+        let before = meta.is_file().then_some(meta.len());
+        let mut written = file.write_all(&batch);
+        if written.is_ok() && self.fsync {
+            written = file.sync_data();
         }
-        Ok(())
+        let Err(e) = written else {
+            return Ok(());
+        };
+        if let Some(Err(cut)) = before.map(|len| file.set_len(len)) {
+            return Err(LogError::new(format!(
+                "{e}, and the part written cannot be cut off: {cut}"
+            )));
+        }
+        Err(e.into())
     }
 
     fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {
