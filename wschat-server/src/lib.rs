@@ -9,6 +9,8 @@ mod assets;
 pub mod cli;
 mod connection;
 mod http;
+mod jwks;
+pub mod keys;
 mod metrics;
 mod redis_log;
 mod rotate;
@@ -28,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
-use wschat_core::{Archive, LogError, Room};
+use wschat_core::{Archive, JwtConfig, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
 pub use redis_log::BackplaneError;
@@ -55,17 +57,21 @@ pub enum ServerError {
     /// The Redis backplane could not start.
     #[error(transparent)]
     Backplane(#[from] redis_log::BackplaneError),
+    /// A token key could not be loaded or does not fit its algorithm.
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
 }
 
-/// The room the options describe, with its archive if one is configured.
-fn build_room(options: &Options) -> Result<Room, ServerError> {
+/// The room the options describe, with its archive if one is configured
+/// and `jwt`'s token rules.
+fn build_room(options: &Options, jwt: Option<JwtConfig>) -> Result<Room, ServerError> {
+    let config = options.room_config().jwt(jwt);
     let Some(path) = &options.archive else {
-        return Ok(Room::new(options.room_config()));
+        return Ok(Room::new(config));
     };
     let archive =
         Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
-    let room =
-        Room::with_log(options.room_config(), archive.clone()).map_err(ServerError::Archive)?;
+    let room = Room::with_log(config, archive.clone()).map_err(ServerError::Archive)?;
     if archive.skipped_lines() > 0 {
         warn!(
             path = %path.display(),
@@ -93,7 +99,8 @@ pub async fn run(
             "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
         );
     }
-    let room = build_room(&options)?;
+    let keys::Tokens { config, refresher } = keys::load(&options).await?;
+    let room = build_room(&options, config)?;
     let rotation = options
         .archive
         .is_some()
@@ -135,7 +142,7 @@ pub async fn run(
     });
     info!(
         %addr,
-        jwt = app.options.jwt_secret.is_some(),
+        jwt = app.options.jwt_enabled(),
         history = app.options.history,
         "listening on http://{addr}/"
     );
@@ -154,6 +161,7 @@ pub async fn run(
     if let Some(rotation) = rotation {
         rotation.abort();
     }
+    drop(refresher);
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
         warn!("some connections did not close in time");
