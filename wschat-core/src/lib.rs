@@ -32,10 +32,17 @@
 //! # JWT mode
 //!
 //! With [`RoomConfig::jwt`] set, every published message must carry a
-//! `"jwt"` string: an HMAC token (HS256, HS384 or HS512, pinned) signed with
-//! the shared secret. `exp` is checked only with [`JwtConfig::validate_exp`];
-//! [`JwtConfig::usr_claim`] binds `usr` to a claim. The token is removed
-//! before relaying. [`Jwt::mint`] makes tokens for operators.
+//! `"jwt"` string: a token signed with the shared secret (HS256, HS384 or
+//! HS512), or by an identity provider whose public key
+//! ([`JwtConfig::public_key_pem`]: RSA, RSA-PSS, ECDSA P-256 or P-384,
+//! Ed25519) or key set ([`JwtKeys`], picked by `kid` and refreshed by the
+//! transport) verifies it. The algorithm is pinned by the configuration,
+//! never read from the token. `exp` is checked only with
+//! [`JwtConfig::validate_exp`]; [`JwtConfig::usr_claim`] binds `usr` to a
+//! claim, [`JwtConfig::issuer`] and [`JwtConfig::audience`] check `iss` and
+//! `aud`, and [`JwtConfig::optional`] lets messages without a token through.
+//! The token is removed before relaying. [`Jwt::mint`] makes tokens for
+//! operators of a shared secret.
 //!
 //! # Logs
 //!
@@ -86,7 +93,7 @@ mod room;
 pub use clock::{Clock, ManualClock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
-pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
+pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
 pub use log::{Ack, Archive, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};

@@ -72,9 +72,45 @@ pub struct Options {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
-    /// The token algorithm: HS256, HS384 or HS512.
+    /// The token algorithm: HS256, HS384 or HS512 with a secret; RS256,
+    /// RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA with a
+    /// public key or key set.
     #[arg(long, env = "WSCHAT_JWT_ALG", default_value = "HS256", global = true)]
     pub jwt_alg: JwtAlg,
+
+    /// Verify tokens with this PEM public key (RSA, EC P-256 or P-384, or
+    /// Ed25519) instead of a secret; needs --jwt-alg.
+    #[arg(
+        long,
+        env = "WSCHAT_JWT_PUBLIC_KEY",
+        value_name = "FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Verify tokens with this JSON Web Key Set, picking the key by the
+    /// token's kid: a file, or an http(s) URL fetched at start, every 10
+    /// minutes and for an unknown kid; needs --jwt-alg.
+    #[arg(
+        long,
+        env = "WSCHAT_JWKS",
+        value_name = "FILE_OR_URL",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key"]
+    )]
+    pub jwks: Option<String>,
+
+    /// Require the token's `iss` to be ISS.
+    #[arg(long, env = "WSCHAT_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// Require the token's `aud` to be AUD (or a list holding it).
+    #[arg(long, env = "WSCHAT_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// Accept messages without a token too; a token that is present must
+    /// still verify.
+    #[arg(long, env = "WSCHAT_JWT_OPTIONAL")]
+    pub jwt_optional: bool,
 
     /// Reject tokens whose `exp` has passed.
     #[arg(long, env = "WSCHAT_JWT_VALIDATE_EXP")]
@@ -211,20 +247,22 @@ impl Options {
         (len < MIN_SECRET_BYTES).then_some(len)
     }
 
-    /// The token rules, if JWT mode is on.
+    /// The token rules for a shared secret, if one is set. Rules for a
+    /// public key or key set need files and the network:
+    /// [`keys::load`](crate::keys::load) reads them.
     pub fn jwt(&self) -> Option<JwtConfig> {
         self.jwt_secret.as_ref().map(|secret| {
-            let mut config = JwtConfig::new(secret.as_bytes())
-                .alg(self.jwt_alg)
-                .validate_exp(self.jwt_validate_exp);
-            if let Some(claim) = &self.jwt_usr_claim {
-                config = config.usr_claim(claim);
-            }
-            config
+            crate::keys::rules(self, JwtConfig::new(secret.as_bytes()).alg(self.jwt_alg))
         })
     }
 
-    /// The room these options describe.
+    /// Whether publishing is gated by tokens (a secret, key or key set).
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some()
+    }
+
+    /// The room these options describe, with the shared secret's token
+    /// rules; `run` puts in those of a public key or key set.
     pub fn room_config(&self) -> RoomConfig {
         RoomConfig::default()
             .history(self.history)
@@ -275,13 +313,16 @@ mod tests {
         );
         assert_eq!(o.jwt_alg, JwtAlg::Hs256);
         assert!(o.jwt_secret.is_none() && o.allowed_origin.is_empty());
+        assert!(o.jwt_public_key.is_none() && o.jwks.is_none() && !o.jwt_optional);
+        assert!(o.jwt_issuer.is_none() && o.jwt_audience.is_none() && !o.jwt_enabled());
     }
 
     #[test]
     fn rejects_bad_values() {
         for args in [
             &["--listen", "nowhere"][..],
-            &["--jwt-alg", "RS256"],
+            &["--jwt-alg", "none"],
+            &["--jwt-alg", "HS1024"],
             &["--send-queue", "0"],
             &["--history", "-1"],
         ] {

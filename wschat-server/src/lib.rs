@@ -9,6 +9,8 @@ mod assets;
 pub mod cli;
 mod connection;
 mod http;
+mod jwks;
+pub mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
@@ -29,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
-use wschat_core::{Archive, Log, LogError, Room};
+use wschat_core::{Archive, JwtConfig, Log, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
 pub use redis_log::BackplaneError;
@@ -55,12 +57,19 @@ pub enum ServerError {
     /// The Redis backplane could not start.
     #[error(transparent)]
     Backplane(#[from] redis_log::BackplaneError),
+    /// A token key could not be loaded or does not fit its algorithm.
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
 }
 
-/// The room the options describe: its archive, if one is configured, and
-/// with `--redis` the stream as its shared log, whose tail is the history.
-async fn build_room(options: &Options) -> Result<(Room, Option<redis_log::Link>), ServerError> {
-    let mut builder = Room::builder(options.room_config());
+/// The room the options describe: `jwt`'s token rules, its archive, if
+/// one is configured, and with `--redis` the stream as its shared log,
+/// whose tail is the history.
+async fn build_room(
+    options: &Options,
+    jwt: Option<JwtConfig>,
+) -> Result<(Room, Option<redis_log::Link>), ServerError> {
+    let mut builder = Room::builder(options.room_config().jwt(jwt));
     if let Some(path) = &options.archive {
         let archive =
             Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
@@ -113,7 +122,8 @@ pub async fn run(
         );
     }
     warn_if_memory_may_run_out(&options);
-    let (room, link) = build_room(&options).await?;
+    let keys::Tokens { config, refresher } = keys::load(&options).await?;
+    let (room, link) = build_room(&options, config).await?;
     let rotation = tokio::spawn(rotate::on_hangup(room.clone(), options.archive.is_some()));
     let metrics = Arc::new(Metrics::new());
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
@@ -140,7 +150,7 @@ pub async fn run(
     });
     info!(
         %addr,
-        jwt = app.options.jwt_secret.is_some(),
+        jwt = app.options.jwt_enabled(),
         history = app.options.history,
         "listening on http://{addr}/"
     );
@@ -157,6 +167,7 @@ pub async fn run(
         backplane.stop();
     }
     rotation.abort();
+    drop(refresher);
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {
         warn!("some connections did not close in time");

@@ -73,9 +73,11 @@ fn raise_open_file_limit(max_connections: usize) {
 }
 
 fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
-    let config = options
-        .jwt()
-        .ok_or("token: set JWT_SECRET (or --jwt-secret) to sign tokens")?;
+    let config = options.jwt().ok_or(
+        "token: signing needs a shared secret: set JWT_SECRET (or --jwt-secret); \
+         with --jwt-public-key or --jwks, the identity provider issues tokens",
+    )?;
+    config.check().map_err(|e| format!("token: {e}"))?;
     if options.jwt_validate_exp && args.exp.is_none() {
         // The server would refuse the token (README, JWT mode).
         return Err(

@@ -14,6 +14,7 @@ fn token(secret: &str, alg: JwtAlg, claims: serde_json::Value) -> String {
         JwtAlg::Hs256 => jsonwebtoken::Algorithm::HS256,
         JwtAlg::Hs384 => jsonwebtoken::Algorithm::HS384,
         JwtAlg::Hs512 => jsonwebtoken::Algorithm::HS512,
+        other => panic!("{other} is not signed with a secret"),
     };
     jsonwebtoken::encode(
         &Header::new(alg),
@@ -193,15 +194,31 @@ async fn the_token_subcommand_mints_what_the_server_accepts() {
 
 #[tokio::test]
 async fn the_token_subcommand_without_a_secret_fails_cleanly() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(["token", "--usr", "ann"])
-        .env_remove("JWT_SECRET")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    // Also with a public key or key set: those tokens come from the
+    // identity provider (no file is read to say so).
+    for keys in [
+        &[][..],
+        &[
+            "--jwt-public-key",
+            "/nonexistent/key.pem",
+            "--jwt-alg",
+            "ES256",
+        ],
+        &["--jwks", "https://idp.example/certs", "--jwt-alg", "RS256"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+            .args(keys)
+            .args(["token", "--usr", "ann"])
+            .env_remove("JWT_SECRET")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+        assert!(stderr.contains("shared secret"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
 }
 
 #[tokio::test]
