@@ -101,7 +101,7 @@ pub(crate) async fn handle(
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics.encode(app.room.history().len()).into(),
+            app.metrics.encode(app.room.history_len()).into(),
         ),
         path => match app.assets.get(path).await {
             Some((content_type, body)) => respond(StatusCode::OK, content_type, body),

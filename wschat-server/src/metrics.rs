@@ -14,6 +14,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use wschat_core::PublishError;
 
+/// Every rejection code the server can send (README, Errors and close
+/// codes); each has its series from the start, at 0, so rates and alerts
+/// work before the first rejection.
+const REJECTION_CODES: [&str; 7] = [
+    "invalid_json",
+    "invalid_message",
+    "unauthorized",
+    "rate_limited",
+    "unsupported",
+    "unavailable",
+    "muted",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: &'static str,
@@ -66,6 +79,9 @@ impl Metrics {
             "Messages accepted and relayed",
             metrics.relayed.clone(),
         );
+        for code in REJECTION_CODES {
+            let _ = metrics.rejected.get_or_create(&CodeLabel { code });
+        }
         registry.register(
             "messages_rejected",
             "Frames rejected, by error code",
@@ -148,5 +164,25 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_the_core_sends_has_a_series() {
+        let s = String::new;
+        for error in [
+            PublishError::InvalidJson(s()),
+            PublishError::InvalidMessage(s()),
+            PublishError::Unauthorized(s()),
+            PublishError::RateLimited,
+            PublishError::Unsupported,
+            PublishError::Unavailable(s()),
+        ] {
+            assert!(REJECTION_CODES.contains(&error.code()), "{}", error.code());
+        }
     }
 }

@@ -37,17 +37,15 @@ async fn metrics_count_relayed_messages() {
     c.expect_error("nope", "invalid_json").await;
     let (status, body) = server.get("/metrics").await;
     assert_eq!(status, 200);
-    for line in [
-        "wschat_connections 1",
-        "wschat_messages_received_total 2",
-        "wschat_messages_relayed_total 1",
-        "wschat_messages_rejected_total{code=\"invalid_json\"} 1",
-    ] {
-        assert!(
-            body.lines().any(|l| l == line),
-            "missing {line:?} in\n{body}"
-        );
-    }
+    assert_lines(
+        &body,
+        [
+            "wschat_connections 1",
+            "wschat_messages_received_total 2",
+            "wschat_messages_relayed_total 1",
+            "wschat_messages_rejected_total{code=\"invalid_json\"} 1",
+        ],
+    );
     server.stop().await;
 }
 
@@ -89,4 +87,64 @@ async fn static_dir_replaces_the_built_in_client() {
     assert_eq!(server.get("/healthz").await.0, 200);
     server.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Asserts that each of `lines` is a whole line of `text`.
+fn assert_lines<L: AsRef<str>>(text: &str, lines: impl IntoIterator<Item = L>) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+/// The error codes the README's table lists (README, Errors and close
+/// codes), with `muted`, which moderation brings.
+fn documented_codes() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let mut codes: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "| `err` | when |")
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        codes.len() >= 6,
+        "the README's error table moved: {codes:?}"
+    );
+    if !codes.iter().any(|c| c == "muted") {
+        codes.push("muted".to_owned());
+    }
+    codes
+}
+
+#[tokio::test]
+async fn every_rejection_series_starts_at_zero() {
+    let server = TestServer::start(&[]).await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_lines(
+        &body,
+        documented_codes()
+            .iter()
+            .map(|code| format!("wschat_messages_rejected_total{{code=\"{code}\"}} 0")),
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_report_the_history_size() {
+    let server = TestServer::start(&["--history", "2"]).await;
+    let mut c = server.client().await;
+    for n in 0..3 {
+        c.send(&chat("a", &n.to_string())).await;
+        c.recv().await;
+    }
+    let (_, body) = server.get("/metrics").await;
+    assert_lines(&body, ["wschat_history_messages 2"]);
+    server.stop().await;
 }
