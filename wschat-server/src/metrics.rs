@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     dropped_slow: Counter<u64, AtomicU64>,
     history: Gauge<i64, AtomicI64>,
     backplane_reconnects: Counter<u64, AtomicU64>,
+    pending: Gauge<i64, AtomicI64>,
+    pending_evicted: Counter<u64, AtomicU64>,
     /// Whether the last publish failed as `unavailable`, so the log says
     /// so once per change, not once per message.
     unavailable: AtomicBool,
@@ -61,6 +63,8 @@ impl Metrics {
             dropped_slow: Counter::default(),
             history: Gauge::default(),
             backplane_reconnects: Counter::default(),
+            pending: Gauge::default(),
+            pending_evicted: Counter::default(),
             unavailable: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -106,6 +110,16 @@ impl Metrics {
             "backplane_reconnects",
             "Times the Redis backplane came back after being lost",
             metrics.backplane_reconnects.clone(),
+        );
+        registry.register(
+            "pending_connections",
+            "TCP connections not upgraded (yet): plain HTTP, or a handshake under way",
+            metrics.pending.clone(),
+        );
+        registry.register(
+            "pending_evicted",
+            "Connections not upgraded that were closed to make room for a newer one",
+            metrics.pending_evicted.clone(),
         );
         Metrics {
             registry,
@@ -157,9 +171,15 @@ impl Metrics {
         self.dropped_slow.inc();
     }
 
-    /// The Prometheus text exposition, with the history size as of now.
-    pub(crate) fn encode(&self, history: usize) -> String {
+    pub(crate) fn pending_evicted(&self) {
+        self.pending_evicted.inc();
+    }
+
+    /// The Prometheus text exposition, with the history size and the
+    /// connections not upgraded as of now.
+    pub(crate) fn encode(&self, history: usize, pending: usize) -> String {
         self.history.set(history as i64);
+        self.pending.set(pending as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -1,8 +1,14 @@
-//! The HTTP side: the client page, health, metrics, 404, and bad upgrades.
+//! The HTTP side: the client page, health, metrics, 404, bad upgrades,
+//! and the bounds on request heads and on connections that have not
+//! upgraded.
 
 mod common;
 
-use common::{TestServer, chat, http_get};
+use std::time::Duration;
+
+use common::{Answer, TestServer, WAIT, chat, http_get, raw_exchange};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn serves_the_client_health_and_404() {
@@ -146,5 +152,90 @@ async fn metrics_report_the_history_size() {
     }
     let (_, body) = server.get("/metrics").await;
     assert_lines(&body, ["wschat_history_messages 2"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_gets_431() {
+    let server = TestServer::start(&[]).await;
+    let near = "x".repeat(15 * 1024);
+    assert_eq!(
+        http_get(server.addr, "/healthz", &[("X-Filler", &near)])
+            .await
+            .0,
+        200,
+        "a head under 16 KiB is served"
+    );
+    let over = "x".repeat(17 * 1024);
+    assert_eq!(
+        http_get(server.addr, "/healthz", &[("X-Filler", &over)])
+            .await
+            .0,
+        431
+    );
+    // A head that never ends is refused once 16 KiB have come, without
+    // waiting for the rest.
+    let endless = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {over}");
+    let answer = Answer::parse(&raw_exchange(server.addr, endless.as_bytes()).await);
+    assert_eq!(answer.status, 431, "{answer:?}");
+    server.stop().await;
+}
+
+/// Reads from an idle connection until the server closes it; `false` if it
+/// is still open after `ms` milliseconds.
+async fn closed_within(tcp: &mut TcpStream, ms: u64) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(ms), tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_crowd_out_upgrades() {
+    // --max-connections 10 gives the smallest bound on connections that
+    // have not upgraded: 64 (README, HTTP endpoints).
+    const BOUND: usize = 64;
+    let server = TestServer::start(&["--max-connections", "10"]).await;
+    let mut idle = Vec::new();
+    for _ in 0..BOUND {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The health check is one more: the oldest idle connection makes room.
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["pending"], BOUND, "{health}");
+    assert!(closed_within(&mut idle[0], WAIT.as_millis() as u64).await);
+    assert!(!closed_within(&mut idle[2], 100).await);
+
+    // At the bound again, a real client still upgrades, and chats.
+    idle.push(TcpStream::connect(server.addr).await.unwrap());
+    let mut c = server.client().await;
+    c.send(&chat("a", "still here")).await;
+    assert_eq!(c.recv().await["msg"], "still here");
+    assert!(closed_within(&mut idle[1], WAIT.as_millis() as u64).await);
+
+    // Upgraded, the client no longer counts; the scrape itself does.
+    let (_, metrics) = server.get("/metrics").await;
+    assert_lines(
+        &metrics,
+        [
+            format!("wschat_pending_connections {BOUND}"),
+            "wschat_connections 1".to_owned(),
+        ],
+    );
+    // Two made room; a third if a connection that just finished was not
+    // yet uncounted when the next one came.
+    let evicted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wschat_pending_evicted_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wschat_pending_evicted_total in\n{metrics}"));
+    assert!((2..=3).contains(&evicted), "{evicted}");
+    assert!(
+        !closed_within(&mut idle[BOUND], 100).await,
+        "the newest stays"
+    );
     server.stop().await;
 }
