@@ -1,6 +1,7 @@
 //! The HTTP front (README, HTTP endpoints): WebSocket upgrades on any path,
-//! the browser client, `/healthz`, `/metrics`, and 404 for the rest; and
-//! the bound on connections that have not upgraded.
+//! the browser client, `/healthz`, `/metrics`, and 404 for the rest; the
+//! headers every answer carries; and the bound on connections that have
+//! not upgraded.
 //!
 //! hyper parses HTTP; this file only decides what each request gets. An
 //! upgrade joins the room *before* the 101 response is sent, so a client
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, info, warn};
 use wschat_core::Room;
 
-use crate::assets::Assets;
+use crate::assets::{Assets, Body};
 use crate::cli::Options;
 use crate::connection::{self, Limits, Start};
 use crate::messages;
@@ -53,24 +54,41 @@ pub(crate) struct App {
     pub _tasks: mpsc::Sender<()>,
 }
 
-type Body = Full<Bytes>;
+/// What a browser may do with a page from wschat: load the page's own
+/// scripts and styles, connect to its own origin (`ws:` and `wss:` are
+/// named too, as `'self'` does not cover WebSocket URLs in every browser),
+/// and nothing else: no inline script or style, no plugin, no `<base>`, no
+/// form sent anywhere, no framing by any site (README, HTTP endpoints).
+const CONTENT_SECURITY_POLICY: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+);
 
-/// Answers one request.
+/// Answers one request, with the headers every answer carries.
 pub(crate) async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let mut response = route(app, req, peer).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    Ok(response)
+}
+
+/// What a request gets.
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if is_upgrade(req.headers()) {
-        return Ok(upgrade(app, req, peer));
+        return upgrade(app, req, peer);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n",
-        ));
+        return status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    Ok(match req.uri().path() {
+    match req.uri().path() {
         "/healthz" => {
             let body = serde_json::json!({
                 "status": "ok",
@@ -109,11 +127,11 @@ pub(crate) async fn handle(
                 .encode(app.room.history_len(), app.pending.len())
                 .into(),
         ),
-        path => match app.assets.get(path).await {
-            Some((content_type, body)) => respond(StatusCode::OK, content_type, body),
+        _ => match app.assets.serve(req).await {
+            Some(response) => response,
             None => status(StatusCode::NOT_FOUND, "not found\n"),
         },
-    })
+    }
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -193,7 +211,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         info!(%peer, %ended, "connection closed");
         drop(slot);
     });
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(Either::Left(Full::default()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -336,7 +354,7 @@ impl Drop for PendingTicket {
 }
 
 fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = code;
     response
         .headers_mut()

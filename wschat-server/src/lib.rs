@@ -137,7 +137,7 @@ pub async fn run(
         assets: options
             .static_dir
             .clone()
-            .map_or(Assets::Embedded, Assets::Dir),
+            .map_or_else(Assets::embedded, Assets::dir),
         started: Instant::now(),
         connections: AtomicUsize::new(0),
         pending: Pending::new(options.max_connections),

@@ -1,12 +1,12 @@
 //! The HTTP side: the client page, health, metrics, 404, bad upgrades,
-//! and the bounds on request heads and on connections that have not
-//! upgraded.
+//! security headers, caching validators, and the bounds on request heads
+//! and on connections that have not upgraded.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Answer, TestServer, WAIT, chat, http_get, raw_exchange};
+use common::{Answer, TestServer, WAIT, chat, http_get, http_request, raw_exchange};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -155,6 +155,151 @@ async fn metrics_report_the_history_size() {
     server.stop().await;
 }
 
+/// The headers every page and file carries (README, HTTP endpoints).
+fn assert_hardened(what: &str, answer: &Answer) {
+    assert_eq!(
+        answer.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {answer:?}"
+    );
+    let csp = answer
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy: {answer:?}"));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for wanted in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self' ws: wss:",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(
+            directives.contains(&wanted),
+            "{what}: {wanted:?} not in {csp:?}"
+        );
+    }
+    assert!(!csp.contains("unsafe"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn pages_and_files_carry_nosniff_and_a_strict_csp() {
+    let server = TestServer::start(&[]).await;
+    for path in [
+        "/",
+        "/index.html",
+        "/app.js",
+        "/style.css",
+        "/nothing-here",
+        "/healthz",
+    ] {
+        assert_hardened(path, &http_request(server.addr, path, &[]).await);
+    }
+    server.stop().await;
+
+    let dir = temp_dir("csp");
+    std::fs::write(dir.join("index.html"), "<p>own</p>").unwrap();
+    std::fs::write(dir.join("a.js"), "1").unwrap();
+    let server = TestServer::start(&["--static-dir", dir.to_str().unwrap()]).await;
+    for path in ["/", "/a.js", "/missing.css"] {
+        assert_hardened(path, &http_request(server.addr, path, &[]).await);
+    }
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_built_in_client_answers_conditional_requests() {
+    let server = TestServer::start(&[]).await;
+    for path in ["/", "/app.js", "/style.css"] {
+        let first = http_request(server.addr, path, &[]).await;
+        assert_eq!(first.status, 200, "{path}");
+        let etag = first
+            .header("etag")
+            .unwrap_or_else(|| panic!("{path}: no ETag: {first:?}"))
+            .to_owned();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        let again = http_request(server.addr, path, &[("If-None-Match", &etag)]).await;
+        assert_eq!((again.status, again.body.as_str()), (304, ""), "{path}");
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+        let listed = format!("\"other\", W/{etag}");
+        let weak = http_request(server.addr, path, &[("If-None-Match", &listed)]).await;
+        assert_eq!(weak.status, 304, "{path}: weak comparison");
+        let other = http_request(server.addr, path, &[("If-None-Match", "\"other\"")]).await;
+        assert_eq!(other.status, 200, "{path}");
+        assert_eq!(other.body, first.body);
+    }
+    let (index, app) = (
+        http_request(server.addr, "/", &[]).await,
+        http_request(server.addr, "/app.js", &[]).await,
+    );
+    assert_ne!(index.header("etag"), app.header("etag"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn static_dir_files_answer_conditional_requests() {
+    let dir = temp_dir("cond");
+    std::fs::write(dir.join("index.html"), "<p>own</p>").unwrap();
+    let server = TestServer::start(&["--static-dir", dir.to_str().unwrap()]).await;
+    let first = http_request(server.addr, "/index.html", &[]).await;
+    assert_eq!(first.status, 200);
+    let again = match (first.header("etag"), first.header("last-modified")) {
+        (Some(etag), _) => http_request(server.addr, "/", &[("If-None-Match", etag)]).await,
+        (None, Some(date)) => http_request(server.addr, "/", &[("If-Modified-Since", date)]).await,
+        (None, None) => panic!("no validator: {first:?}"),
+    };
+    assert_eq!((again.status, again.body.as_str()), (304, ""));
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn static_dir_never_serves_dotfiles_or_escapes_through_symlinks() {
+    let root = temp_dir("dots");
+    let dir = root.join("www");
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>own</p>").unwrap();
+    std::fs::write(dir.join("sub/page.html"), "inside").unwrap();
+    std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
+    std::fs::write(dir.join(".git/config"), "SECRET=2").unwrap();
+    std::fs::write(root.join("outside.txt"), "SECRET=3").unwrap();
+    std::os::unix::fs::symlink(root.join("outside.txt"), dir.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink(&root, dir.join("up")).unwrap();
+    std::os::unix::fs::symlink(dir.join(".env"), dir.join("env.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.join("sub/page.html"), dir.join("link.html")).unwrap();
+    let server = TestServer::start(&["--static-dir", dir.to_str().unwrap()]).await;
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/%2eenv",
+        "/%2Egit/config",
+        "/sub%2F..%2F.env",
+        "/sub/%2e%2e/.env",
+        "/out.txt",
+        "/up/outside.txt",
+        "/env.txt",
+        "/.git/",
+        "/sub",
+        "/sub/",
+    ] {
+        let answer = http_request(server.addr, path, &[]).await;
+        assert_eq!(answer.status, 404, "{path}: {answer:?}");
+        assert!(!answer.body.contains("SECRET"), "{path}: {answer:?}");
+    }
+    assert_eq!(
+        server.get("/sub/page.html").await,
+        (200, "inside".to_owned())
+    );
+    assert_eq!(
+        server.get("/link.html").await,
+        (200, "inside".to_owned()),
+        "a symlink that stays inside the folder is served"
+    );
+    server.stop().await;
+    std::fs::remove_dir_all(root).unwrap();
+}
+
 #[tokio::test]
 async fn a_request_head_over_16_kib_gets_431() {
     let server = TestServer::start(&[]).await;
@@ -238,4 +383,12 @@ async fn idle_connections_cannot_crowd_out_upgrades() {
         "the newest stays"
     );
     server.stop().await;
+}
+
+/// A fresh folder for one test.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wschat-http-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
