@@ -1,31 +1,34 @@
-//! The HTTP front (contract section 5): WebSocket upgrades on any path, the
-//! browser client, `/healthz`, `/metrics`, and 404 for the rest.
+//! The HTTP front (README, HTTP endpoints): WebSocket upgrades on any path,
+//! the browser client, `/healthz`, `/metrics`, and 404 for the rest; the
+//! headers every answer carries; and the bound on connections that have
+//! not upgraded.
 //!
 //! hyper parses HTTP; this file only decides what each request gets. An
 //! upgrade joins the room *before* the 101 response is sent, so a client
 //! receives every message relayed after its handshake completed.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, info, warn};
 use wschat_core::Room;
 
-use crate::assets::Assets;
+use crate::assets::{Assets, Body};
 use crate::cli::Options;
 use crate::connection::{self, Limits, Start};
 use crate::messages;
@@ -46,32 +49,51 @@ pub(crate) struct App {
     pub assets: Assets,
     pub started: Instant,
     pub connections: AtomicUsize,
+    pub pending: Pending,
     pub shutdown: watch::Receiver<bool>,
     pub _tasks: mpsc::Sender<()>,
 }
 
-type Body = Full<Bytes>;
+/// What a browser may do with a page from wschat: load the page's own
+/// scripts and styles, connect to its own origin (`ws:` and `wss:` are
+/// named too, as `'self'` does not cover WebSocket URLs in every browser),
+/// and nothing else: no inline script or style, no plugin, no `<base>`, no
+/// form sent anywhere, no framing by any site (README, HTTP endpoints).
+const CONTENT_SECURITY_POLICY: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+);
 
-/// Answers one request.
+/// Answers one request, with the headers every answer carries.
 pub(crate) async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let mut response = route(app, req, peer).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    Ok(response)
+}
+
+/// What a request gets.
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if is_upgrade(req.headers()) {
-        return Ok(upgrade(app, req, peer));
+        return upgrade(app, req, peer);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n",
-        ));
+        return status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    Ok(match req.uri().path() {
+    match req.uri().path() {
         "/healthz" => {
             let body = serde_json::json!({
                 "status": "ok",
                 "connections": app.connections.load(Ordering::Relaxed),
+                "pending": app.pending.len(),
                 "uptime_s": app.started.elapsed().as_secs(),
                 "jwt": app.options.jwt_secret.is_some(),
                 "history": app.options.history,
@@ -101,13 +123,15 @@ pub(crate) async fn handle(
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics.encode(app.room.history().len()).into(),
+            app.metrics
+                .encode(app.room.history_len(), app.pending.len())
+                .into(),
         ),
-        path => match app.assets.get(path).await {
-            Some((content_type, body)) => respond(StatusCode::OK, content_type, body),
+        _ => match app.assets.serve(req).await {
+            Some(response) => response,
             None => status(StatusCode::NOT_FOUND, "not found\n"),
         },
-    })
+    }
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -187,7 +211,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         info!(%peer, %ended, "connection closed");
         drop(slot);
     });
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(Either::Left(Full::default()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -248,8 +272,89 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The fewest connections not upgraded that are let in at once, whatever
+/// `--max-connections` says.
+const MIN_PENDING: usize = 64;
+
+/// The TCP connections that have not upgraded: plain HTTP (keep-alive
+/// included), or a handshake under way (README, HTTP endpoints). At most a
+/// tenth of `--max-connections` (at least [`MIN_PENDING`]) at once; a new one
+/// past that closes the oldest. A real client's handshake takes a round
+/// trip, so idle or slow connections are the ones that go, and keeping
+/// every place taken needs a flood of new connections, not a trickle.
+pub(crate) struct Pending {
+    limit: usize,
+    open: Mutex<PendingSet>,
+}
+
+#[derive(Default)]
+struct PendingSet {
+    next: u64,
+    /// Each connection's line to its task, oldest first: dropping it
+    /// closes that connection.
+    by_age: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Pending {
+    pub(crate) fn new(max_connections: usize) -> Self {
+        Pending {
+            limit: (max_connections / 10).max(MIN_PENDING),
+            open: Mutex::default(),
+        }
+    }
+
+    /// How many connections have not upgraded now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_age.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingSet> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One connection counted in [`Pending`]; dropping it (the connection
+/// upgraded or ended) frees its place.
+pub(crate) struct PendingTicket {
+    app: Arc<App>,
+    id: u64,
+    evicted: oneshot::Receiver<()>,
+}
+
+impl PendingTicket {
+    /// Counts a connection just accepted, closing the oldest one not
+    /// upgraded if there is no room for it.
+    pub(crate) fn take(app: &Arc<App>) -> Self {
+        let (line, evicted) = oneshot::channel();
+        let mut open = app.pending.lock();
+        if open.by_age.len() >= app.pending.limit && open.by_age.pop_first().is_some() {
+            app.metrics.pending_evicted();
+        }
+        let id = open.next;
+        open.next += 1;
+        open.by_age.insert(id, line);
+        drop(open);
+        PendingTicket {
+            app: app.clone(),
+            id,
+            evicted,
+        }
+    }
+
+    /// Resolves once a newer connection has taken this one's place.
+    pub(crate) async fn evicted(&mut self) {
+        let _ = (&mut self.evicted).await;
+    }
+}
+
+impl Drop for PendingTicket {
+    fn drop(&mut self) {
+        self.app.pending.lock().by_age.remove(&self.id);
+    }
+}
+
 fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = code;
     response
         .headers_mut()

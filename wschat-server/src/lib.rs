@@ -38,8 +38,12 @@ pub use redis_log::BackplaneError;
 
 use assets::Assets;
 use connection::Limits;
-use http::App;
+use http::{App, Pending, PendingTicket};
 use metrics::Metrics;
+
+/// Request heads larger than this get `431` (README, HTTP endpoints); hyper
+/// reads no more than this into a connection's buffer.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
@@ -141,9 +145,10 @@ pub async fn run(
         assets: options
             .static_dir
             .clone()
-            .map_or(Assets::Embedded, Assets::Dir),
+            .map_or_else(Assets::embedded, Assets::dir),
         started: Instant::now(),
         connections: AtomicUsize::new(0),
+        pending: Pending::new(options.max_connections),
         shutdown: stopped,
         _tasks: tasks,
         options,
@@ -217,7 +222,10 @@ async fn accept(listener: TcpListener, app: Arc<App>) {
             () = shutdown::requested(&mut stopped) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    tokio::spawn(serve_tcp(app.clone(), tcp, peer));
+                    // Counted here, in the order accepted, so the oldest
+                    // is the one that goes when there is no room.
+                    let pending = PendingTicket::take(&app);
+                    tokio::spawn(serve_tcp(app.clone(), tcp, peer, pending));
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: back off and
@@ -231,8 +239,9 @@ async fn accept(listener: TcpListener, app: Arc<App>) {
 }
 
 /// Serves one TCP connection's HTTP until it upgrades, ends, times out
-/// (`--handshake-timeout`) or the server shuts down.
-async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
+/// (`--handshake-timeout`), makes room for a newer one or the server shuts
+/// down.
+async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending: PendingTicket) {
     let _ = tcp.set_nodelay(true);
     let limit = app.options.handshake_timeout();
     let mut stopped = app.shutdown.clone();
@@ -241,6 +250,8 @@ async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
         service_fn(move |req| http::handle(app.clone(), req, peer))
     };
     let conn = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::select! {
@@ -249,6 +260,7 @@ async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
             Ok(Err(e)) => debug!(%peer, error = %e, "http connection error"),
             Err(_) => debug!(%peer, "handshake timeout"),
         },
+        () = pending.evicted() => debug!(%peer, "closed to make room for a newer connection"),
         _ = shutdown::requested(&mut stopped) => {}
     }
 }

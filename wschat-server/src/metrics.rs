@@ -14,6 +14,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use wschat_core::PublishError;
 
+/// Every rejection code the server can send (README, Errors and close
+/// codes); each has its series from the start, at 0, so rates and alerts
+/// work before the first rejection.
+const REJECTION_CODES: [&str; 7] = [
+    "invalid_json",
+    "invalid_message",
+    "unauthorized",
+    "rate_limited",
+    "unsupported",
+    "unavailable",
+    "muted",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: &'static str,
@@ -31,6 +44,8 @@ pub(crate) struct Metrics {
     dropped_slow: Counter<u64, AtomicU64>,
     history: Gauge<i64, AtomicI64>,
     backplane_reconnects: Counter<u64, AtomicU64>,
+    pending: Gauge<i64, AtomicI64>,
+    pending_evicted: Counter<u64, AtomicU64>,
     /// Whether the last publish failed as `unavailable`, so the log says
     /// so once per change, not once per message.
     unavailable: AtomicBool,
@@ -48,6 +63,8 @@ impl Metrics {
             dropped_slow: Counter::default(),
             history: Gauge::default(),
             backplane_reconnects: Counter::default(),
+            pending: Gauge::default(),
+            pending_evicted: Counter::default(),
             unavailable: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -66,6 +83,9 @@ impl Metrics {
             "Messages accepted and relayed",
             metrics.relayed.clone(),
         );
+        for code in REJECTION_CODES {
+            let _ = metrics.rejected.get_or_create(&CodeLabel { code });
+        }
         registry.register(
             "messages_rejected",
             "Frames rejected, by error code",
@@ -90,6 +110,16 @@ impl Metrics {
             "backplane_reconnects",
             "Times the Redis backplane came back after being lost",
             metrics.backplane_reconnects.clone(),
+        );
+        registry.register(
+            "pending_connections",
+            "TCP connections not upgraded (yet): plain HTTP, or a handshake under way",
+            metrics.pending.clone(),
+        );
+        registry.register(
+            "pending_evicted",
+            "Connections not upgraded that were closed to make room for a newer one",
+            metrics.pending_evicted.clone(),
         );
         Metrics {
             registry,
@@ -141,12 +171,38 @@ impl Metrics {
         self.dropped_slow.inc();
     }
 
-    /// The Prometheus text exposition, with the history size as of now.
-    pub(crate) fn encode(&self, history: usize) -> String {
+    pub(crate) fn pending_evicted(&self) {
+        self.pending_evicted.inc();
+    }
+
+    /// The Prometheus text exposition, with the history size and the
+    /// connections not upgraded as of now.
+    pub(crate) fn encode(&self, history: usize, pending: usize) -> String {
         self.history.set(history as i64);
+        self.pending.set(pending as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_the_core_sends_has_a_series() {
+        let s = String::new;
+        for error in [
+            PublishError::InvalidJson(s()),
+            PublishError::InvalidMessage(s()),
+            PublishError::Unauthorized(s()),
+            PublishError::RateLimited,
+            PublishError::Unsupported,
+            PublishError::Unavailable(s()),
+        ] {
+            assert!(REJECTION_CODES.contains(&error.code()), "{}", error.code());
+        }
     }
 }

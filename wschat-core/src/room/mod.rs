@@ -302,6 +302,24 @@ impl Room {
         self.lock().history().cloned().collect()
     }
 
+    /// How many messages [`history`](Self::history) would return, without
+    /// copying them: cheap enough to ask on every metrics scrape.
+    ///
+    /// ```
+    /// use wschat_core::{Room, RoomConfig};
+    ///
+    /// let room = Room::new(RoomConfig::default().history(2));
+    /// for msg in ["a", "b", "c"] {
+    ///     let mut publish = room.publish(&format!(r#"{{"usr":"ann","msg":"{msg}"}}"#));
+    ///     publish.try_outcome().unwrap().unwrap();
+    /// }
+    /// assert_eq!(room.history_len(), 2);
+    /// ```
+    pub fn history_len(&self) -> usize {
+        let state = self.lock();
+        state.recent.len().min(state.history_cap)
+    }
+
     /// Closes the room: every member receives what is already queued, then
     /// [`RecvError::Closed`](crate::RecvError::Closed); members joining later
     /// get only that.
