@@ -95,7 +95,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 "connections": app.connections.load(Ordering::Relaxed),
                 "pending": app.pending.len(),
                 "uptime_s": app.started.elapsed().as_secs(),
-                "jwt": app.options.jwt_secret.is_some(),
+                "jwt": app.options.jwt_enabled(),
                 "history": app.options.history,
                 "backplane": match &app.backplane {
                     None => "none",
