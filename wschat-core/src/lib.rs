@@ -48,8 +48,9 @@
 //!
 //! Every accepted message goes to the room's [`Log`] before any member can
 //! read it: [`MemoryLog`] (the default) keeps nothing, [`Archive`] appends
-//! JSON Lines to a file, in group commits, from a writer thread of the
-//! room's own (a hung disk holds only the publishers awaiting it).
+//! JSON Lines to a file ([`ArchiveDir`] to a file per UTC day), in group
+//! commits, from a writer thread of the room's own (a hung disk holds only
+//! the publishers awaiting it).
 //! Implement [`Log`] for other storage, or [`SharedLog`] for a log that
 //! several rooms (servers) share and that orders messages itself; build
 //! the room with [`Room::builder`].
@@ -94,7 +95,7 @@ pub use clock::{Clock, ManualClock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
-pub use log::{Ack, Archive, Log, MemoryLog, SharedLog};
+pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};

@@ -58,6 +58,7 @@ pub enum LogFormat {
 /// The server's options; each also reads the environment variable shown by
 /// `--help`.
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("archives").args(["archive", "archive_dir"]).multiple(true))]
 pub struct Options {
     /// Address and port to listen on (port 0 picks a free one).
     #[arg(
@@ -129,6 +130,11 @@ pub struct Options {
     #[arg(long, env = "WSCHAT_ARCHIVE", value_name = "FILE")]
     pub archive: Option<PathBuf>,
 
+    /// The archive as one JSON Lines file per UTC day, DIR/YYYY-MM-DD,
+    /// like the original wschat's LOG_DIR; DIR is created if missing.
+    #[arg(long, env = "LOG_DIR", value_name = "DIR", conflicts_with = "archive")]
+    pub archive_dir: Option<PathBuf>,
+
     /// Share one room with other instances through this Redis server
     /// (e.g. redis://127.0.0.1:6379/).
     #[arg(long, env = "WSCHAT_REDIS", value_name = "URL")]
@@ -144,7 +150,7 @@ pub struct Options {
     pub redis_key: String,
 
     /// Sync the archive to disk before relaying each batch.
-    #[arg(long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archive")]
+    #[arg(long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archives")]
     pub archive_fsync: bool,
 
     /// Larger frames or messages close the connection with 1009.

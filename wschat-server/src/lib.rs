@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
-use wschat_core::{Archive, JwtConfig, Log, LogError, Room};
+use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
 pub use redis_log::BackplaneError;
@@ -94,6 +94,15 @@ async fn build_room(
         info!(path = %path.display(), fsync = options.archive_fsync, "archive open");
         builder = builder.log(archive);
     }
+    if let Some(dir) = &options.archive_dir {
+        // The room reads its history from it (unless Redis has it).
+        let archive = ArchiveDir::open(dir, options.archive_fsync).map_err(ServerError::Archive)?;
+        if let Some(file) = archive.closed_torn_line() {
+            warn!(path = %file.display(), "closed a torn last line (a crash mid-write?); it is skipped");
+        }
+        info!(dir = %dir.display(), fsync = options.archive_fsync, "archive directory open");
+        builder = builder.log(Arc::new(archive));
+    }
     let link = match &options.redis {
         Some(url) => {
             Some(redis_log::Link::connect(url, &options.redis_key, options.history).await?)
@@ -128,7 +137,8 @@ pub async fn run(
     warn_if_memory_may_run_out(&options);
     let keys::Tokens { config, refresher } = keys::load(&options).await?;
     let (room, link) = build_room(&options, config).await?;
-    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), options.archive.is_some()));
+    let archived = options.archive.is_some() || options.archive_dir.is_some();
+    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), archived));
     let metrics = Arc::new(Metrics::new());
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);

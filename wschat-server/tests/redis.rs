@@ -465,3 +465,45 @@ async fn a_failing_read_waits_before_trying_again() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("wschat-redis-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = redis.url();
+    let d = dir.to_str().unwrap();
+    let servers = [
+        TestServer::start(&["--redis", &url, "--rate", "0", "--archive-dir", d]).await,
+        TestServer::start(&["--redis", &url, "--rate", "0"]).await,
+    ];
+    let mut listener = servers[0].client().await;
+    let mut c = servers[1].client().await;
+    for k in 0..5 {
+        c.send(&chat("a", &k.to_string())).await;
+    }
+    let seen = recv_n(&mut listener, 5).await;
+    for s in servers {
+        s.stop().await;
+    }
+    let mut days: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    days.sort();
+    let archived: Vec<String> = days
+        .iter()
+        .flat_map(|day| {
+            std::fs::read_to_string(day)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        archived, seen,
+        "what its clients received, from either instance"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

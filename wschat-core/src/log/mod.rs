@@ -8,9 +8,10 @@
 //! Two kinds of log plug in here:
 //!
 //! * a [`Log`] the room orders itself: [`MemoryLog`] (the default, which
-//!   keeps nothing beyond the room's history) and [`Archive`] (a JSON Lines
-//!   file). The room appends batches to it from one writer and relays each
-//!   batch once it is written.
+//!   keeps nothing beyond the room's history), [`Archive`] (a JSON Lines
+//!   file) and [`ArchiveDir`] (a JSON Lines file per UTC day). The room
+//!   appends batches to it from one writer and relays each batch once it is
+//!   written.
 //! * a [`SharedLog`] that orders messages itself, shared by several rooms
 //!   (the server's Redis stream): the room hands it each stamped message in
 //!   stamp order and relays only what the transport reads back from it
@@ -18,6 +19,7 @@
 //!   room's own [`Log`] first (an archive of what this room relayed).
 
 mod archive;
+mod archive_dir;
 mod lines;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +29,7 @@ use crate::error::LogError;
 use crate::frame::Frame;
 
 pub use archive::Archive;
+pub use archive_dir::ArchiveDir;
 
 /// Storage the room writes every relayed message to, in relay order.
 ///
