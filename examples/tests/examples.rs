@@ -2,14 +2,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use support::{Killed, listening_address, server};
+use support::{Killed, listening_address, server, server_until};
 
 async fn next_text(
     ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
@@ -32,13 +32,7 @@ async fn the_bot_publishes_with_a_token_and_answers_ping() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
         .await
         .unwrap();
-    let _bot = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wschat-bot"))
-            .args(["--url", &format!("ws://{addr}/"), "--name", "robo"])
-            .env("JWT_SECRET", "s3cret")
-            .spawn()
-            .unwrap(),
-    );
+    let _bot = bot(addr, "s3cret");
     let hello = next_text(&mut ws).await;
     assert_eq!(hello["usr"], "robo", "{hello}");
     let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new("s3cret"))
@@ -51,6 +45,100 @@ async fn the_bot_publishes_with_a_token_and_answers_ping() {
     assert_eq!(
         (reply["usr"].as_str(), reply["msg"].as_str()),
         (Some("robo"), Some("pong, ann"))
+    );
+}
+
+/// Waits (at most 10 s) for a child to exit; returns how, and what it
+/// printed on stderr.
+async fn exited(mut child: Killed) -> (ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// Starts the bot against `addr` with its stderr captured.
+fn bot(addr: std::net::SocketAddr, secret: &str) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_wschat-bot"))
+            .args(["--url", &format!("ws://{addr}/"), "--name", "robo"])
+            .env("JWT_SECRET", secret)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bot_stops_when_the_server_refuses_its_token() {
+    let addr = server(&["--jwt-secret", "s3cret"]).await;
+    let (status, stderr) = exited(bot(addr, "not the secret")).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bot_reports_how_the_server_closed_it() {
+    // Its hello is larger than the server takes: closed with 1009.
+    let addr = server(&["--max-message-bytes", "16"]).await;
+    let (status, stderr) = exited(bot(addr, "s3cret")).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("closed by the server: 1009"), "{stderr}");
+}
+
+/// The number of open WebSockets the server at `addr` reports.
+fn connections(addr: std::net::SocketAddr) -> u64 {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    let body = &response[response.find("\r\n\r\n").unwrap()..];
+    serde_json::from_str::<serde_json::Value>(body.trim()).unwrap()["connections"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_reports_the_server_shutting_down() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = server_until(&[], async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let listen = Killed(
+        Command::new(env!("CARGO_BIN_EXE_wschat-listen"))
+            .args(["--url", &format!("ws://{addr}/")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections(addr) == 0 {
+        assert!(Instant::now() < deadline, "the listener never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    let (status, stderr) = exited(listen).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "wschat-listen: closed by the server: 1001 (server shutting down)"
     );
 }
 

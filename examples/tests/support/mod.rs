@@ -10,14 +10,19 @@ use tokio::net::TcpListener;
 
 /// A wschat server in this process; dropped with the test's runtime.
 pub async fn server(args: &[&str]) -> SocketAddr {
+    server_until(args, std::future::pending()).await
+}
+
+/// A wschat server in this process that shuts down (as on SIGTERM) when
+/// `shutdown` resolves.
+pub async fn server_until(
+    args: &[&str],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> SocketAddr {
     let options = wschat_server::Options::from_args(args).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(wschat_server::run(
-        listener,
-        options,
-        std::future::pending(),
-    ));
+    tokio::spawn(wschat_server::run(listener, options, shutdown));
     addr
 }
 
