@@ -70,9 +70,16 @@
 //! # });
 //! ```
 //!
+//! # Features
+//!
+//! * `test-util`: helpers for tests of code built on the room, kept out of
+//!   the API otherwise: `ManualClock`, a clock that shows what it is set
+//!   to, and `Room::with_clock`.
+//!
 //! [wschat]: https://github.com/wschat/wschat
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod error;
@@ -83,7 +90,7 @@ mod message;
 mod rate;
 mod room;
 
-pub use clock::{Clock, ManualClock, SystemClock, format_tim, parse_tim};
+pub use clock::{Clock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Jwt, JwtAlg, JwtConfig, JwtError};
@@ -91,3 +98,6 @@ pub use log::{Ack, Archive, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};
+
+#[cfg(feature = "test-util")]
+pub use clock::ManualClock;
