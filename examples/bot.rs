@@ -1,6 +1,10 @@
 //! `wschat-bot`: a bot that joins a wschat room, says hello, and answers
 //! `!ping` and `!time`. A starting point for bots of your own: connect,
-//! publish (with a JWT when the server needs one), react to messages.
+//! publish (with a JWT when the server needs one), react to messages. It
+//! stops with a one-line error and a non-zero status when the server
+//! refuses what it publishes for good (a wrong token, say) or closes it for
+//! any reason but a shutdown; a `rate_limited` or `unavailable` answer is
+//! reported and the bot carries on.
 //!
 //! ```text
 //! wschat-bot --url ws://127.0.0.1:8080/ --name bot
@@ -14,6 +18,8 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wschat_core::{Jwt, JwtConfig};
 
 #[derive(Parser)]
@@ -79,26 +85,53 @@ async fn main() -> ExitCode {
         }
         Message::text(m.to_string())
     };
-    if ws.send(frame("hello! say !ping or !time")).await.is_err() {
+    if let Err(e) = ws.send(frame("hello! say !ping or !time")).await {
+        eprintln!("wschat-bot: {e}");
         return ExitCode::FAILURE;
     }
-    while let Some(Ok(incoming)) = ws.next().await {
-        let Message::Text(text) = incoming else {
-            continue;
+    while let Some(incoming) = ws.next().await {
+        let text = match incoming {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(frame)) => return closed(frame),
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("wschat-bot: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         let Ok(message) = serde_json::from_str::<Value>(&text) else {
             continue;
         };
+        // An error frame answers what the bot published. Only a rate limit
+        // or an outage passes; anything else refuses every later message.
         if let Some(err) = message["err"].as_str() {
-            eprintln!("wschat-bot: the server said {err}: {}", message["detail"]);
-            continue;
+            let detail = message["detail"].as_str().unwrap_or_default();
+            eprintln!("wschat-bot: the server said {err}: {detail}");
+            match err {
+                "rate_limited" | "unavailable" => continue,
+                _ => return ExitCode::FAILURE,
+            }
         }
         if let Some(reply) = answer(&args.name, &message)
-            && ws.send(frame(&reply)).await.is_err()
+            && let Err(e) = ws.send(frame(&reply)).await
         {
-            break;
+            eprintln!("wschat-bot: {e}");
+            return ExitCode::FAILURE;
         }
     }
-    eprintln!("wschat-bot: connection closed");
     ExitCode::SUCCESS
+}
+
+/// Reports the server's close frame; a close other than a normal one or
+/// the server going away (1001, a shutdown) means the bot was refused.
+fn closed(frame: Option<CloseFrame>) -> ExitCode {
+    let Some(CloseFrame { code, reason }) = frame else {
+        eprintln!("wschat-bot: closed by the server");
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("wschat-bot: closed by the server: {code} ({reason})");
+    match code {
+        CloseCode::Normal | CloseCode::Away => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }

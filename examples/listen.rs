@@ -1,6 +1,9 @@
 //! `wschat-listen`: print every message of a wschat room as one JSON object
 //! per line on stdout, to pipe into other tools (`jq`, a file, a database
-//! loader). Error frames and close reasons go to stderr.
+//! loader). Errors and the server's close reason go to stderr; the exit
+//! status is non-zero when messages may be missing (a failed connection,
+//! or a close other than a shutdown, such as 1008 for a listener that fell
+//! too far behind).
 //!
 //! ```text
 //! wschat-listen --url ws://127.0.0.1:8080/ | jq -r '"\(.usr): \(.msg)"'
@@ -12,6 +15,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[derive(Parser)]
 #[command(
@@ -43,10 +48,7 @@ async fn main() -> ExitCode {
                     return ExitCode::SUCCESS; // stdout closed: the reader is done
                 }
             }
-            Ok(Message::Close(frame)) => {
-                eprintln!("wschat-listen: closed by the server: {frame:?}");
-                return ExitCode::SUCCESS;
-            }
+            Ok(Message::Close(frame)) => return closed(frame),
             Ok(_) => {}
             Err(e) => {
                 eprintln!("wschat-listen: {e}");
@@ -55,4 +57,19 @@ async fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Reports the server's close frame; a close other than a normal one or
+/// the server going away (1001, a shutdown) means messages may be missing
+/// (1008: the listener was too slow), so the exit status says so.
+fn closed(frame: Option<CloseFrame>) -> ExitCode {
+    let Some(CloseFrame { code, reason }) = frame else {
+        eprintln!("wschat-listen: closed by the server");
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("wschat-listen: closed by the server: {code} ({reason})");
+    match code {
+        CloseCode::Normal | CloseCode::Away => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }

@@ -10,19 +10,23 @@
 # folder). Servers are started with what the loads need: wschat with
 # --rate 0 (no publish limit), --max-connections 25000, --send-queue 65536
 # and RUST_LOG=warn (no per-connection log lines). Takes about 6 minutes a
-# pass.
+# pass. When it is done, examples/bench/results/compare/ holds the run:
+# the table (table.txt), when and where it ran (run.txt), and each load's
+# JSON report and logs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PASSES=${1:-3}
+RESULTS=examples/bench/results/compare
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release -q -p wschat-server -p wschat-examples
-SERVER=target/release/wschat-server
-LOADGEN=target/release/wschat-loadgen
-BARE=target/release/bare-relay
+cargo build --release -q -p wschat-server -p wschat-bench
+BIN=${CARGO_TARGET_DIR:-target}/release
+SERVER=$BIN/wschat-server
+LOADGEN=$BIN/wschat-loadgen
+BARE=$BIN/bare-relay
 NODE_DIR=$(mktemp -d)
 OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR" "$OUT"' EXIT
 (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
 cp examples/bench/node-relay.js "$NODE_DIR/"
 
@@ -74,9 +78,10 @@ for pass in $(seq "$PASSES"); do
   done
 done
 
-python3 - "$OUT" "$PASSES" <<'PY'
+echo "examples/bench/compare.sh $PASSES, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr)" >"$OUT/run.txt"
+python3 - "$OUT" "$PASSES" "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import json, statistics, sys, os
-out, passes = sys.argv[1], int(sys.argv[2])
+out, passes, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [
     ("fanout1k", "deliveries_per_s", "1k listeners, max rate: deliveries/s", True),
     ("fanout1k", "lost", "1k listeners: lost", None),
@@ -103,5 +108,6 @@ ratio = lambda w, p: f"{w / p:.2f}x" if w is not None and p else "-"
 for load, key, label, _ in rows:
     w, n, b = (med(load, name, key) for name in ("wschat", "node", "bare"))
     print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio(w, n):>12} {fmt(b):>12} {ratio(w, b):>12}")
-print(f"(medians of {passes} alternating passes; raw results in {out})")
+print(f"(medians of {passes} alternating passes; raw results in {results})")
 PY
+rm -rf "$RESULTS" && mkdir -p "$RESULTS" && cp -r "$OUT"/. "$RESULTS"/

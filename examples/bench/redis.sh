@@ -5,14 +5,19 @@
 #   examples/bench/redis.sh
 #
 # Needs redis-server (Debian's redis-server). Servers get --rate 0,
-# --max-connections 25000, --send-queue 65536 and RUST_LOG=warn.
+# --max-connections 25000, --send-queue 65536 and RUST_LOG=warn. When it
+# is done, examples/bench/results/redis/ holds the run: the table
+# (table.txt), when and where it ran (run.txt), each load's JSON report and
+# the servers' log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p wschat-server -p wschat-examples
-SERVER=target/release/wschat-server
-LOADGEN=target/release/wschat-loadgen
+RESULTS=examples/bench/results/redis
+cargo build --release -q -p wschat-server -p wschat-bench
+BIN=${CARGO_TARGET_DIR:-target}/release
+SERVER=$BIN/wschat-server
+LOADGEN=$BIN/wschat-loadgen
 OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
@@ -43,9 +48,10 @@ run single "ws://127.0.0.1:$P1/"
 P2=$(free_port); P3=$(free_port); instance "$P2" bench; instance "$P3" bench
 run redis2 "ws://127.0.0.1:$P2/" "ws://127.0.0.1:$P3/"
 
-python3 - "$OUT" <<'PY'
+echo "examples/bench/redis.sh, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr)" >"$OUT/run.txt"
+python3 - "$OUT" "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os
-out = sys.argv[1]
+out, results = sys.argv[1], sys.argv[2]
 def get(name, kind, key):
     try:
         return json.load(open(os.path.join(out, f"{name}.{kind}.json"))).get(key)
@@ -62,5 +68,6 @@ fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else 
 print(f"{'load':<46} {'1 instance':>14} {'2 via Redis':>14}")
 for kind, key, label in rows:
     print(f"{label:<46} {fmt(get('single', kind, key)):>14} {fmt(get('redis2', kind, key)):>14}")
-print(f"(listeners and publishers spread evenly over the instances; raw results in {out})")
+print(f"(listeners and publishers spread evenly over the instances; raw results in {results})")
 PY
+rm -rf "$RESULTS" && mkdir -p "$RESULTS" && cp -r "$OUT"/. "$RESULTS"/

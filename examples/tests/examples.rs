@@ -1,36 +1,15 @@
 //! Each example, run as a user would run it, against the real thing.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A wschat server in this process; dropped with the test's runtime.
-async fn server(args: &[&str]) -> SocketAddr {
-    let options = wschat_server::Options::from_args(args).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(wschat_server::run(
-        listener,
-        options,
-        std::future::pending(),
-    ));
-    addr
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Killed, listening_address, server, server_until};
 
 async fn next_text(
     ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
@@ -53,13 +32,7 @@ async fn the_bot_publishes_with_a_token_and_answers_ping() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
         .await
         .unwrap();
-    let _bot = Killed(
-        Command::new(env!("CARGO_BIN_EXE_wschat-bot"))
-            .args(["--url", &format!("ws://{addr}/"), "--name", "robo"])
-            .env("JWT_SECRET", "s3cret")
-            .spawn()
-            .unwrap(),
-    );
+    let _bot = bot(addr, "s3cret");
     let hello = next_text(&mut ws).await;
     assert_eq!(hello["usr"], "robo", "{hello}");
     let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new("s3cret"))
@@ -72,6 +45,100 @@ async fn the_bot_publishes_with_a_token_and_answers_ping() {
     assert_eq!(
         (reply["usr"].as_str(), reply["msg"].as_str()),
         (Some("robo"), Some("pong, ann"))
+    );
+}
+
+/// Waits (at most 10 s) for a child to exit; returns how, and what it
+/// printed on stderr.
+async fn exited(mut child: Killed) -> (ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// Starts the bot against `addr` with its stderr captured.
+fn bot(addr: std::net::SocketAddr, secret: &str) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_wschat-bot"))
+            .args(["--url", &format!("ws://{addr}/"), "--name", "robo"])
+            .env("JWT_SECRET", secret)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bot_stops_when_the_server_refuses_its_token() {
+    let addr = server(&["--jwt-secret", "s3cret"]).await;
+    let (status, stderr) = exited(bot(addr, "not the secret")).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bot_reports_how_the_server_closed_it() {
+    // Its hello is larger than the server takes: closed with 1009.
+    let addr = server(&["--max-message-bytes", "16"]).await;
+    let (status, stderr) = exited(bot(addr, "s3cret")).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("closed by the server: 1009"), "{stderr}");
+}
+
+/// The number of open WebSockets the server at `addr` reports.
+fn connections(addr: std::net::SocketAddr) -> u64 {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    let body = &response[response.find("\r\n\r\n").unwrap()..];
+    serde_json::from_str::<serde_json::Value>(body.trim()).unwrap()["connections"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_reports_the_server_shutting_down() {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = server_until(&[], async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let listen = Killed(
+        Command::new(env!("CARGO_BIN_EXE_wschat-listen"))
+            .args(["--url", &format!("ws://{addr}/")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections(addr) == 0 {
+        assert!(Instant::now() < deadline, "the listener never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    let (status, stderr) = exited(listen).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "wschat-listen: closed by the server: 1001 (server shutting down)"
     );
 }
 
@@ -139,118 +206,4 @@ fn the_tcp_room_relays_lines_between_connections() {
         (m["usr"].as_str(), m["msg"].as_str()),
         (Some("ann"), Some("over tcp"))
     );
-}
-
-/// Runs `wschat-loadgen MODE` with `common` and `args` and `--json`;
-/// returns its report.
-async fn loadgen(mode: &str, common: &[&str], args: &[&str]) -> serde_json::Value {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-loadgen"));
-    command.arg(mode).args(common).args(args).arg("--json");
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// Checks that a fan-out report saw every message reach every listener.
-fn assert_all_delivered(report: &serde_json::Value, listeners: u64) {
-    assert!(report["published"].as_u64() > Some(0), "{report}");
-    assert_eq!(
-        report["deliveries"].as_u64(),
-        report["published"].as_u64().map(|p| p * listeners),
-        "{report}"
-    );
-    assert_eq!(report["lost"], 0, "{report}");
-    assert_eq!(report["out_of_order_or_dup"], 0, "{report}");
-}
-
-/// The address in the first line a child prints on stderr
-/// (`listening on ADDR`).
-fn listening_address(child: &mut Child) -> String {
-    let mut first = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_load_generator_measures_each_load() {
-    let addr = server(&["--rate", "0"]).await;
-    let url = format!("ws://{addr}/");
-    let pid = std::process::id().to_string();
-    let common = ["--url", &url, "--pid", &pid];
-
-    let fanout = loadgen(
-        "fanout",
-        &common,
-        &[
-            "--listeners",
-            "20",
-            "--publishers",
-            "2",
-            "--rate",
-            "50",
-            "--duration",
-            "1",
-        ],
-    )
-    .await;
-    assert_all_delivered(&fanout, 20);
-    assert!(fanout["server_rss_kib"].as_u64() > Some(0), "{fanout}");
-
-    let connect = loadgen(
-        "connect",
-        &common,
-        &["--concurrency", "4", "--duration", "1"],
-    )
-    .await;
-    assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
-    assert_eq!(connect["failed"], 0, "{connect}");
-    assert!(
-        connect["server_cpu_us_per_handshake"].as_f64() > Some(0.0),
-        "{connect}"
-    );
-
-    let idle = loadgen("idle", &common, &["--connections", "50", "--hold", "0"]).await;
-    assert_eq!(idle["connections"], 50, "{idle}");
-    assert!(idle["server_rss_after_kib"].as_u64() > Some(0), "{idle}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_bare_relay_relays_what_the_load_generator_sends() {
-    let mut relay = Killed(
-        Command::new(env!("CARGO_BIN_EXE_bare-relay"))
-            .arg("127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("ws://{}/", listening_address(&mut relay.0));
-    let fanout = loadgen(
-        "fanout",
-        &["--url", &url],
-        &[
-            "--listeners",
-            "10",
-            "--publishers",
-            "1",
-            "--rate",
-            "50",
-            "--duration",
-            "1",
-        ],
-    )
-    .await;
-    assert_all_delivered(&fanout, 10);
 }

@@ -1,9 +1,11 @@
 //! Where `tim` comes from: a [`Clock`] the room reads, and the stamp format
 //! (UTC, RFC 3339, nanoseconds, `Z`).
 //!
-//! The clock is a trait so tests can set the time; the room, not the clock,
-//! guarantees that stamps never go backwards in relay order.
+//! The clock is a trait so tests can set the time (`ManualClock`, with the
+//! `test-util` feature); the room, not the clock, guarantees that stamps
+//! never go backwards in relay order.
 
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -30,7 +32,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that shows whatever it was last set to, for tests.
+/// A clock that shows whatever it was last set to, for tests (with the
+/// `test-util` feature).
 ///
 /// ```
 /// use wschat_core::{Clock, ManualClock};
@@ -39,9 +42,12 @@ impl Clock for SystemClock {
 /// let clock = ManualClock::new(t);
 /// assert_eq!(clock.now(), t);
 /// ```
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 #[derive(Debug)]
 pub struct ManualClock(Mutex<DateTime<Utc>>);
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     /// A clock stopped at `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
@@ -54,6 +60,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())

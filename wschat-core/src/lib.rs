@@ -78,9 +78,16 @@
 //! # });
 //! ```
 //!
+//! # Features
+//!
+//! * `test-util`: helpers for tests of code built on the room, kept out of
+//!   the API otherwise: `ManualClock`, a clock that shows what it is set
+//!   to, and `Room::with_clock`.
+//!
 //! [wschat]: https://github.com/wschat/wschat
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod error;
@@ -91,7 +98,7 @@ mod message;
 mod rate;
 mod room;
 
-pub use clock::{Clock, ManualClock, SystemClock, format_tim, parse_tim};
+pub use clock::{Clock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
@@ -99,3 +106,6 @@ pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};
+
+#[cfg(feature = "test-util")]
+pub use clock::ManualClock;

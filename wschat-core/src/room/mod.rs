@@ -69,12 +69,22 @@ impl Drop for Shared {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use wschat_core::{ManualClock, MemoryLog, Room, RoomConfig};
+/// use chrono::{DateTime, Utc};
+/// use wschat_core::{Clock, MemoryLog, Room, RoomConfig};
+///
+/// /// A clock stopped at one time.
+/// struct Stopped(DateTime<Utc>);
+///
+/// impl Clock for Stopped {
+///     fn now(&self) -> DateTime<Utc> {
+///         self.0
+///     }
+/// }
 ///
 /// let t = "2020-08-11T22:26:58.118678679Z".parse().unwrap();
 /// let room = Room::builder(RoomConfig::default())
 ///     .log(Arc::new(MemoryLog))
-///     .clock(Arc::new(ManualClock::new(t)))
+///     .clock(Arc::new(Stopped(t)))
 ///     .build()
 ///     .unwrap();
 /// let out = room.publish(r#"{"usr":"a","msg":"m"}"#).try_outcome().unwrap().unwrap();
@@ -174,7 +184,8 @@ impl Room {
             .unwrap_or_else(|_| unreachable!("a given history is never read from the log"))
     }
 
-    /// A room that reads the time from `clock`, for tests.
+    /// A room that reads the time from `clock`, for tests (with the
+    /// `test-util` feature; [`Room::builder`] takes any clock).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -187,6 +198,8 @@ impl Room {
     /// assert_eq!(out.as_str(), r#"{"usr":"a","msg":"m","tim":"2020-08-11T22:26:58.118678679Z"}"#);
     /// # });
     /// ```
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn with_clock(config: RoomConfig, clock: Arc<dyn Clock>) -> Self {
         Self::builder(config)
             .clock(clock)

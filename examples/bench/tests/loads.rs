@@ -1,0 +1,109 @@
+//! The load generator and the bare relay, run as `compare.sh` runs them,
+//! against the real thing.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::{Killed, listening_address, server};
+
+/// Runs `wschat-loadgen MODE` with `common` and `args` and `--json`;
+/// returns its report.
+async fn loadgen(mode: &str, common: &[&str], args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-loadgen"));
+    command.arg(mode).args(common).args(args).arg("--json");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Checks that a fan-out report saw every message reach every listener.
+fn assert_all_delivered(report: &serde_json::Value, listeners: u64) {
+    assert!(report["published"].as_u64() > Some(0), "{report}");
+    assert_eq!(
+        report["deliveries"].as_u64(),
+        report["published"].as_u64().map(|p| p * listeners),
+        "{report}"
+    );
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["out_of_order_or_dup"], 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_measures_each_load() {
+    let addr = server(&["--rate", "0"]).await;
+    let url = format!("ws://{addr}/");
+    let pid = std::process::id().to_string();
+    let common = ["--url", &url, "--pid", &pid];
+
+    let fanout = loadgen(
+        "fanout",
+        &common,
+        &[
+            "--listeners",
+            "20",
+            "--publishers",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    )
+    .await;
+    assert_all_delivered(&fanout, 20);
+    assert!(fanout["server_rss_kib"].as_u64() > Some(0), "{fanout}");
+
+    let connect = loadgen(
+        "connect",
+        &common,
+        &["--concurrency", "4", "--duration", "1"],
+    )
+    .await;
+    assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+    assert!(
+        connect["server_cpu_us_per_handshake"].as_f64() > Some(0.0),
+        "{connect}"
+    );
+
+    let idle = loadgen("idle", &common, &["--connections", "50", "--hold", "0"]).await;
+    assert_eq!(idle["connections"], 50, "{idle}");
+    assert!(idle["server_rss_after_kib"].as_u64() > Some(0), "{idle}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bare_relay_relays_what_the_load_generator_sends() {
+    let mut relay = Killed(
+        Command::new(env!("CARGO_BIN_EXE_bare-relay"))
+            .arg("127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("ws://{}/", listening_address(&mut relay.0));
+    let fanout = loadgen(
+        "fanout",
+        &["--url", &url],
+        &[
+            "--listeners",
+            "10",
+            "--publishers",
+            "1",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    )
+    .await;
+    assert_all_delivered(&fanout, 10);
+}
