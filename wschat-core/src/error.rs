@@ -23,8 +23,8 @@ use crate::frame::Frame;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// The frame is not JSON, or not one JSON object.
-    #[error("not a JSON object: {0}")]
+    /// The frame is not one JSON object that every strict reader accepts.
+    #[error("invalid JSON: {0}")]
     InvalidJson(String),
     /// `usr` or `msg` is missing or not a string, or `usr` is empty.
     #[error("{0}")]

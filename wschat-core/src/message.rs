@@ -1,15 +1,18 @@
 //! Chat messages: parsing a client's raw text frame, validating it, and
 //! rendering the relayed form.
 //!
-//! Values other than `usr`, `msg` and `jwt` are never decoded: they are kept
-//! as the exact JSON text the client sent ([`RawValue`]), so a relayed
-//! message carries them unchanged (huge numbers keep every digit) and deep
-//! nesting costs no stack.
+//! A frame is read twice, each time in one pass costing time linear in its
+//! size: once checked as JSON that every strict reader accepts (README,
+//! "Publishing": at most 64 levels deep, numbers a double can hold, no lone
+//! surrogate, no repeated key), once split into top-level fields. Values
+//! other than `usr`, `msg` and `jwt` are kept as the JSON text the client
+//! sent ([`RawValue`]), so huge numbers keep every digit.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::PublishError;
@@ -37,10 +40,11 @@ pub struct Message<'a> {
 impl<'a> Message<'a> {
     /// Parses a text frame into a message.
     ///
-    /// Rejects what is not one JSON object (`invalid_json`, also for a
-    /// repeated key, which readers would resolve differently), and an object
-    /// without a string `msg` or a non-empty string `usr`
-    /// (`invalid_message`). A `jwt` that is not a string is kept as absent
+    /// Rejects what is not one JSON object that every strict reader
+    /// accepts (`invalid_json`: nested deeper than 64 levels, a number
+    /// beyond a double, a lone surrogate escape, a repeated key; README,
+    /// "Publishing"), and an object without a string `msg` or a non-empty
+    /// string `usr` (`invalid_message`). A `jwt` that is not a string is kept as absent
     /// here and rejected as `unauthorized` when a token is required.
     ///
     /// ```
@@ -51,18 +55,10 @@ impl<'a> Message<'a> {
     ///                  Err(PublishError::InvalidMessage(_))));
     /// ```
     pub fn parse(frame: &'a str) -> Result<Self, PublishError> {
-        let Fields(fields) = serde_json::from_str(frame).map_err(|e| {
-            PublishError::InvalidJson(if e.is_data() || e.is_syntax() || e.is_eof() {
-                e.to_string()
-            } else {
-                "not a JSON object".to_owned()
-            })
-        })?;
-        if let Some(at) = lone_surrogate(frame) {
-            return Err(PublishError::InvalidJson(format!(
-                "a \\u escape at byte {at} is half a surrogate pair, which is no Unicode text"
-            )));
-        }
+        let Fields(fields) = serde_json::from_str(frame).map_err(invalid_json)?;
+        Strict { depth: 0 }
+            .deserialize(&mut serde_json::Deserializer::from_str(frame))
+            .map_err(invalid_json)?;
         let find = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         let usr = match find("usr").map(string_value) {
             None => return Err(PublishError::InvalidMessage("missing \"usr\"".into())),
@@ -169,41 +165,148 @@ fn string_value(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Where a `\u` escape in `json` (valid JSON text) encodes half a UTF-16
-/// surrogate pair without its other half, if anywhere.
+/// `invalid_json`, with serde_json's reason (and where) reworded where it
+/// would not tell the sender what to change.
+fn invalid_json(e: serde_json::Error) -> PublishError {
+    let text = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    let detail = match text.strip_suffix(&at).unwrap_or(&text) {
+        "number out of range" => {
+            format!("a number beyond the range of an IEEE 754 double (about 1.8e308){at}")
+        }
+        "lone leading surrogate in hex escape" | "unexpected end of hex escape" => {
+            format!("a \\u escape is half a UTF-16 surrogate pair, which is no Unicode text,{at}")
+        }
+        _ => text,
+    };
+    PublishError::InvalidJson(detail)
+}
+
+/// The most levels of arrays and objects a message may nest, its top-level
+/// object being the first (README, "Publishing").
+const MAX_DEPTH: usize = 64;
+
+/// A check of one JSON value, `depth` containers deep, against what every
+/// strict reader (serde_json, Python's `json`, JavaScript's `JSON.parse`)
+/// accepts, so that a relayed message parses in every client:
 ///
-/// Values are kept unparsed, so serde_json never decodes their strings and
-/// would not see this; but relayed, such a string breaks strict readers
-/// (serde_json among them), and I-JSON (RFC 7493) forbids it. In valid
-/// JSON a backslash only occurs inside strings, so a scan of escapes is
-/// enough.
-fn lone_surrogate(json: &str) -> Option<usize> {
-    let bytes = json.as_bytes();
-    let unit = |at: usize| -> Option<u16> {
-        let hex = bytes.get(at..at + 6)?;
-        if hex[0] != b'\\' || hex[1] != b'u' {
+/// * nesting at most [`MAX_DEPTH`] levels (serde_json stops at 128, Python
+///   at its recursion limit); the check stops at the first level too many,
+///   so the stack it needs is bounded;
+/// * numbers a double can hold (`1e400` is refused; `1e-400`, which every
+///   reader reads as 0, is not): serde_json refuses the rest as it reads;
+/// * strings and keys that are Unicode text: serde_json refuses a `\u`
+///   escape that is half a surrogate pair as it decodes the string;
+/// * no key twice in one object, since readers disagree about which value
+///   counts ([`Keys`] finds them in linear time).
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+}
+
+impl Strict {
+    /// The check for the members of a container at this depth.
+    fn inner<E: de::Error>(self) -> Result<Strict, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(Strict {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        let mut keys = Keys::default();
+        while let Some(Key(key)) = map.next_key()? {
+            if let Some(key) = keys.insert(key) {
+                return Err(de::Error::custom(format_args!("repeated key {key:?}")));
+            }
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one object so far.
+///
+/// A hash set (std's, randomly seeded against collisions a sender could
+/// choose), so many keys cost linear time; most objects have a few, which
+/// a short list compares faster.
+#[derive(Default)]
+struct Keys<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: HashSet<Cow<'a, str>>,
+}
+
+impl<'a> Keys<'a> {
+    /// How many keys the list holds before they move to the set.
+    const FEW: usize = 8;
+
+    /// Adds `key`, or gives it back if it is already there.
+    fn insert(&mut self, key: Cow<'a, str>) -> Option<Cow<'a, str>> {
+        if self.many.is_empty() && self.few.len() < Self::FEW {
+            if self.few.contains(&key) {
+                return Some(key);
+            }
+            self.few.push(key);
             return None;
         }
-        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
-    };
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            i += 1;
-            continue;
+        self.many.extend(self.few.drain(..));
+        if self.many.contains(&key) {
+            return Some(key);
         }
-        match unit(i) {
-            Some(0xD800..=0xDBFF) => match unit(i + 6) {
-                Some(0xDC00..=0xDFFF) => i += 12,
-                _ => return Some(i),
-            },
-            Some(0xDC00..=0xDFFF) => return Some(i),
-            Some(_) => i += 6,
-            // Any other escape is two bytes (`\"`, `\\`, `\n`, ...).
-            None => i += 2,
-        }
+        self.many.insert(key);
+        None
     }
-    None
 }
 
 /// The members of one JSON object, in order, values unparsed.
@@ -218,11 +321,9 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // Repeated keys are for `Strict` to find.
                 let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
                 while let Some(Key(key)) = map.next_key()? {
-                    if fields.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
-                    }
                     fields.push((key, map.next_value()?));
                 }
                 Ok(Fields(fields))
@@ -355,14 +456,176 @@ mod tests {
         }
     }
 
+    /// `{"usr":"a","msg":"m","d":` and `levels - 1` nested arrays (the
+    /// top-level object is the first level), the innermost holding `inner`.
+    fn nested(levels: usize, inner: &str) -> String {
+        format!(
+            r#"{{"usr":"a","msg":"m","d":{}{inner}{}}}"#,
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    }
+
     #[test]
-    fn deep_nesting_is_kept_without_recursion() {
-        let deep = format!(
-            r#"{{"usr":"a","msg":"m","d":{}{}}}"#,
-            "[".repeat(10_000),
-            "]".repeat(10_000)
-        );
-        let out = Message::parse(&deep).unwrap().render("T");
-        assert!(out.len() > 20_000);
+    fn nesting_is_kept_to_64_levels_and_refused_beyond() {
+        // The top-level object and `n` more inside it.
+        let objects = |n: usize| {
+            format!(
+                r#"{{"usr":"a","msg":"m","o":{}{{}}{}}}"#,
+                r#"{"o":"#.repeat(n - 1),
+                "}".repeat(n - 1)
+            )
+        };
+        for frame in [nested(64, ""), nested(62, r#"{"k":[]}"#), objects(63)] {
+            assert!(Message::parse(&frame).is_ok(), "{frame}");
+        }
+        for frame in [
+            nested(65, ""),
+            nested(64, "{}"),
+            nested(63, r#"{"k":[]}"#),
+            objects(64),
+            nested(10_000, ""),
+        ] {
+            let err = Message::parse(&frame).unwrap_err();
+            assert_eq!(err.code(), "invalid_json");
+            assert!(err.to_string().contains("64 levels"), "{err}");
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_refused() {
+        for n in [
+            "1e400",
+            "-1e400",
+            "1e309",
+            "1.8e308",
+            "-2E+308",
+            &format!("1{}", "0".repeat(400)),
+            &format!("-0.{}1e500", "0".repeat(10)),
+        ] {
+            for frame in [
+                format!(r#"{{"usr":"a","msg":"m","n":{n}}}"#),
+                format!(r#"{{"usr":"a","msg":"m","n":[{{"x":[1,{n}]}}]}}"#),
+            ] {
+                let err = Message::parse(&frame).unwrap_err();
+                assert_eq!(err.code(), "invalid_json", "{frame}");
+                assert!(err.to_string().contains("double"), "{err}");
+            }
+        }
+        // In range, or so small that every reader reads 0: relayed as sent.
+        for n in [
+            "1.7976931348623157e308",
+            "-1.7976931348623157e308",
+            "1e-400",
+            "-1e-400",
+            "123456789012345678901234567890",
+            "5e-324",
+        ] {
+            let frame = format!(r#"{{"usr":"a","msg":"m","n":{n}}}"#);
+            let out = Message::parse(&frame).unwrap().render("T");
+            assert_eq!(out, format!(r#"{{"usr":"a","msg":"m","n":{n},"tim":"T"}}"#));
+        }
+    }
+
+    #[test]
+    fn rejects_repeated_keys_at_every_level() {
+        for frame in [
+            r#"{"usr":"a","msg":"m","o":{"k":1,"k":2}}"#,
+            r#"{"usr":"a","msg":"m","o":[1,{"x":{"k":1,"j":0,"k":1}}]}"#,
+            r#"{"usr":"a","msg":"m","o":{"k":1,"\u006b":2}}"#,
+            r#"{"usr":"a","msg":"m","\u0075sr":"b"}"#,
+        ] {
+            let err = Message::parse(frame).unwrap_err();
+            assert_eq!(err.code(), "invalid_json", "{frame}");
+            assert!(err.to_string().contains("repeated key"), "{err}");
+        }
+        assert!(Message::parse(r#"{"usr":"a","msg":"m","o":[{"k":1},{"k":1}]}"#).is_ok());
+    }
+
+    /// The fastest of a few runs of parsing and rendering `frame`: the
+    /// minimum is what the work costs, free of whatever else the machine
+    /// did meanwhile.
+    fn cost(frame: &str) -> std::time::Duration {
+        (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let rendered = Message::parse(frame).map(|m| m.render("T").len());
+                std::hint::black_box(rendered.ok());
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_check_costs_time_linear_in_the_frame() {
+        // Each shape, built `n` times over: 4 times the size must cost
+        // about 4 times the time (16 times if quadratic). The bound of 10
+        // leaves room for a busy machine; sizes are large enough that a
+        // quadratic check shows.
+        // The `i`th piece of a frame of some shape.
+        type Piece = fn(usize) -> String;
+        let shapes: [(&str, Piece); 10] = [
+            ("top-level keys", |i| format!(r#","k{i}":0"#)),
+            ("escaped top-level keys", |i| format!(r#","\u006b{i}":0"#)),
+            ("keys of one nested object", |i| {
+                if i == 0 {
+                    r#","o":{"k0":0"#.to_owned()
+                } else {
+                    format!(r#","k{i}":0"#)
+                }
+            }),
+            ("nested objects of many keys", |i| {
+                let keys: String = (0..100).map(|k| format!(r#","k{k}":0"#)).collect();
+                format!(r#","o{i}":{{"x":0{keys}}}"#)
+            }),
+            ("nesting at the limit", |i| {
+                format!(r#","d{i}":{}{}"#, "[".repeat(63), "]".repeat(63))
+            }),
+            ("long strings", |i| {
+                format!(r#","s{i}":"{}""#, "x\\n\u{e9}".repeat(100))
+            }),
+            ("long escaped strings", |i| {
+                format!(r#","s{i}":"{}""#, "\\ud83d\\ude00".repeat(100))
+            }),
+            ("long numbers", |i| {
+                format!(r#","n{i}":{}.{}e-3"#, "9".repeat(300), "1".repeat(300))
+            }),
+            ("whitespace", |i| {
+                format!(",\n\"w{i}\" :\r\n [ {} ]", "\n 1 ,".repeat(100) + "0")
+            }),
+            ("long keys with one prefix", |i| {
+                format!(r#","{}{i}":0"#, "k".repeat(100))
+            }),
+        ];
+        let frame = |shape: Piece, n: usize| {
+            let mut frame = String::from(r#"{"usr":"a","msg":"m""#);
+            frame.extend((0..n).map(shape));
+            // Closes the one nested object of its shape, if open.
+            if frame.contains(r#""o":{"#) {
+                frame.push('}');
+            }
+            frame.push('}');
+            frame
+        };
+        for (name, shape) in shapes {
+            // About 60 KB, the default size limit, and four times that.
+            let unit = frame(shape, 1).len() - frame(shape, 0).len();
+            let n = 60_000 / unit + 1;
+            let (small, large) = (frame(shape, n), frame(shape, 4 * n));
+            assert!(Message::parse(&small).is_ok(), "{name}");
+            let (mut small_cost, mut large_cost) = (cost(&small), cost(&large));
+            // Again, interleaved, keeping the best, in case the machine was
+            // busy during one of them.
+            small_cost = small_cost.min(cost(&small));
+            large_cost = large_cost.min(cost(&large));
+            let ratio = large_cost.as_secs_f64() / small_cost.as_secs_f64().max(1e-9);
+            assert!(
+                ratio < 10.0,
+                "{name}: {small_cost:?} for {} bytes, {large_cost:?} for {} bytes",
+                small.len(),
+                large.len()
+            );
+        }
     }
 }

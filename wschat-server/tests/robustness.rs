@@ -70,12 +70,19 @@ async fn malformed_frames_are_answered_and_the_server_keeps_working() {
     }
     assert_eq!(answered, fixed.len() + 400);
 
-    // The deep object is valid and relayed unchanged.
-    c.send(&deep_object).await;
+    // Nesting 10,000 deep is refused (README, "Publishing"); 64 levels,
+    // the limit, are relayed unchanged.
+    c.expect_error(&deep_object, "invalid_json").await;
+    let deepest = format!(
+        r#"{{"usr":"a","msg":"m","d":{}{}}}"#,
+        "[".repeat(63),
+        "]".repeat(63)
+    );
+    c.send(&deepest).await;
     let text = c.recv_text().await;
     assert!(
-        text.starts_with(&deep_object[..deep_object.len() - 1]),
-        "deep object relayed"
+        text.starts_with(&deepest[..deepest.len() - 1]),
+        "64 levels relayed"
     );
 
     // Invalid UTF-8 in a text frame breaks the protocol: closed with 1007.
