@@ -6,7 +6,9 @@
 //! "Publishing": at most 64 levels deep, numbers a double can hold, no lone
 //! surrogate, no repeated key), once split into top-level fields. Values
 //! other than `usr`, `msg` and `jwt` are kept as the JSON text the client
-//! sent ([`RawValue`]), so huge numbers keep every digit.
+//! sent ([`RawValue`]), so huge numbers keep every digit; only the
+//! whitespace between their tokens is dropped when rendering, so a relayed
+//! message is one line, as the archive needs.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -97,9 +99,9 @@ impl<'a> Message<'a> {
         self.jwt.as_deref()
     }
 
-    /// Renders the relayed form: every field in the order sent, `jwt`
-    /// removed, `tim` set to `tim` (in place when the client sent one, last
-    /// otherwise).
+    /// Renders the relayed form, on one line: every field in the order
+    /// sent, `jwt` removed, `tim` set to `tim` (in place when the client
+    /// sent one, last otherwise), no whitespace between tokens.
     ///
     /// ```
     /// use wschat_core::Message;
@@ -125,7 +127,7 @@ impl<'a> Message<'a> {
                     has_tim = true;
                     push_field(&mut out, key, |o| push_str(o, tim));
                 }
-                _ => push_field(&mut out, key, |o| o.push_str(value.get())),
+                _ => push_field(&mut out, key, |o| push_compact(o, value.get())),
             }
         }
         if !has_tim {
@@ -163,6 +165,31 @@ fn string_value(raw: &RawValue) -> Option<Cow<'_, str>> {
         // Escapes need an owned copy.
         Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
     }
+}
+
+/// Appends `json` (valid JSON text) without the whitespace between its
+/// tokens, so that a line break inside a value cannot split a relayed
+/// message across archive lines. Strings are copied as they are: they
+/// cannot hold a raw line break, and escapes are the sender's.
+fn push_compact(out: &mut String, json: &str) {
+    let (mut in_string, mut escaped, mut from) = (false, false, 0);
+    for (i, b) in json.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            // ASCII, so `i` is a char boundary.
+            out.push_str(&json[from..i]);
+            from = i + 1;
+        }
+    }
+    out.push_str(&json[from..]);
 }
 
 /// `invalid_json`, with serde_json's reason (and where) reworded where it
@@ -411,7 +438,7 @@ mod tests {
         let out = Message::parse(frame).unwrap().render("T");
         assert_eq!(
             out,
-            r#"{"usr":"a","msg":"m","n":123456789012345678901234567890,"o":{"x": [1, 2.50]},"tim":"T"}"#
+            r#"{"usr":"a","msg":"m","n":123456789012345678901234567890,"o":{"x":[1,2.50]},"tim":"T"}"#
         );
     }
 
@@ -540,6 +567,25 @@ mod tests {
             assert!(err.to_string().contains("repeated key"), "{err}");
         }
         assert!(Message::parse(r#"{"usr":"a","msg":"m","o":[{"k":1},{"k":1}]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_relayed_message_is_one_line() {
+        // The frame from the report: relayed with its line breaks, it was
+        // three archive lines, the second a message from "admin".
+        let frame = "{\"usr\":\"eve\",\"msg\":\"hi\",\"x\":[\n{\"usr\":\"admin\",\"msg\":\"forged\",\n\"tim\":\"9999-12-31T23:59:59.999999999Z\"}\n]}";
+        let out = Message::parse(frame).unwrap().render("T");
+        assert_eq!(
+            out,
+            r#"{"usr":"eve","msg":"hi","x":[{"usr":"admin","msg":"forged","tim":"9999-12-31T23:59:59.999999999Z"}],"tim":"T"}"#
+        );
+        // Whitespace between tokens goes; inside strings it stays.
+        let frame = "{ \"usr\" :\r\n\"a\",\t\"msg\":\"m\",\"o\" : {\r\n \"k\\n \" :\t[ 1 ,\n\"a b\\\" \\\\\" ] } \n}";
+        let out = Message::parse(frame).unwrap().render("T");
+        assert_eq!(
+            out,
+            r#"{"usr":"a","msg":"m","o":{"k\n ":[1,"a b\" \\"]},"tim":"T"}"#
+        );
     }
 
     /// The fastest of a few runs of parsing and rendering `frame`: the

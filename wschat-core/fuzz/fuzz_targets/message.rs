@@ -1,7 +1,7 @@
 //! Any text a client sends: the parser answers with a message or a typed
 //! error, never a panic, and what it accepts is JSON every strict reader
-//! takes (serde_json among them) and renders to a JSON object that says
-//! the same as the input (less `jwt`, with `tim`).
+//! takes (serde_json among them) and renders to one line, a JSON object
+//! that says the same as the input (less `jwt`, with `tim`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     );
     assert!(input.get("msg").is_some_and(Value::is_string));
     let rendered = message.render("T");
+    assert!(!rendered.contains(['\n', '\r']), "one line: {rendered:?}");
     let output: Map<String, Value> = serde_json::from_str(&rendered).expect("renders JSON");
     assert_eq!(output.get("tim"), Some(&Value::from("T")));
     assert!(!output.contains_key("jwt"));
