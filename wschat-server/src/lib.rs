@@ -136,6 +136,16 @@ pub async fn run(
     }
     warn_if_memory_may_run_out(&options);
     let keys::Tokens { config, refresher } = keys::load(&options).await?;
+    // Only once the keys are known to be usable: a refused start says one
+    // line and nothing else.
+    if let Some(bytes) = options.short_secret() {
+        warn!(
+            bytes,
+            "the JWT secret is shorter than {} bytes: tokens signed with it can be \
+             forged by guessing it; use a long random secret",
+            cli::MIN_SECRET_BYTES
+        );
+    }
     let (room, link) = build_room(&options, config).await?;
     let archived = options.archive.is_some() || options.archive_dir.is_some();
     let rotation = tokio::spawn(rotate::on_hangup(room.clone(), archived));

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::prelude::*;
 use wschat_core::Jwt;
-use wschat_server::cli::{LogFormat, MIN_SECRET_BYTES, TokenArgs};
+use wschat_server::cli::{LogFormat, TokenArgs};
 use wschat_server::{Cli, Command, Options};
 
 fn main() -> ExitCode {
@@ -31,13 +31,6 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> Result<(), String> {
     init_logging(options.log_format);
-    if let Some(bytes) = options.short_secret() {
-        tracing::warn!(
-            bytes,
-            "the JWT secret is shorter than {MIN_SECRET_BYTES} bytes: tokens signed with \
-             it can be forged by guessing it; use a long random secret"
-        );
-    }
     raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     let served = runtime.block_on(async {
