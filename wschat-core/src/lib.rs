@@ -102,7 +102,7 @@ pub use clock::{Clock, SystemClock, format_tim, parse_tim};
 pub use error::{LogError, PublishError, RecvError};
 pub use frame::Frame;
 pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
-pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog};
+pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog, Stamped};
 pub use message::Message;
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};

@@ -8,13 +8,21 @@
 //! tail with no gap to the live messages after it. Pub/sub would drop what
 //! is published while an instance is away, and keeps no history.
 //!
+//! The stream's entry ids are the messages' `tim`s (milliseconds, then the
+//! nanoseconds within them), so the stream itself is the cluster's cursor:
+//! Redis refuses an id that is not above the stream's last, which is how an
+//! instance whose clock is behind learns to stamp after what the stream
+//! holds, and reading by cursor is an `XRANGE` from an id.
+//!
 //! Writing: [`RedisLog`] is the room's [`SharedLog`]. The room hands it
 //! each stamped message in stamp order; one writer task appends whatever
-//! has queued in one `MULTI`/`XADD`…/`EXEC` round trip (so a publisher is
-//! not held to one round trip per message, and each sender's order is
-//! kept), and answers each publisher. Reading: one task `XREAD BLOCK`s from
-//! the last id and hands what it reads to `Room::deliver`, which writes it
-//! to the instance's archive, if any, before relaying it.
+//! has queued in one script call (so a publisher is not held to one round
+//! trip per message, and each sender's order is kept): the script refuses
+//! the batch when its first id is not above the stream's last, and the
+//! writer then stamps the batch after that id and tries again. Reading:
+//! one task `XREAD BLOCK`s from the last id and hands what it reads to
+//! `Room::deliver`, which writes it to the instance's archive, if any,
+//! before relaying it.
 //!
 //! Every failed Redis call waits with backoff before the next: a Redis
 //! that answers errors is never hammered. While the writer backs off,
@@ -24,15 +32,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{
-    StreamId, StreamMaxlen, StreamRangeReply, StreamReadOptions, StreamReadReply,
-};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-use wschat_core::{Ack, Frame, LogError, Room, SharedLog};
+use wschat_core::{Ack, Frame, LogError, Room, SharedLog, Stamped};
 
 use crate::metrics::Metrics;
 
@@ -47,6 +54,27 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The most messages appended in one round trip.
 const MAX_BATCH: usize = 512;
+/// How often a batch is stamped again after another instance wrote first.
+const MAX_RESTAMPS: usize = 8;
+/// Appends a batch whose ids must be above the stream's last: KEYS[1] the
+/// stream; ARGV the length cap, then id and message pairs. Answers `ok`, or
+/// the stream's last id when the first id is not above it.
+const APPEND: &str = r"
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if top[1] then
+  local last = top[1][1]
+  local lm, ls = string.match(last, '^(%d+)-(%d+)$')
+  local fm, fs = string.match(ARGV[2], '^(%d+)-(%d+)$')
+  lm, ls, fm, fs = tonumber(lm), tonumber(ls), tonumber(fm), tonumber(fs)
+  if fm < lm or (fm == lm and fs <= ls) then
+    return last
+  end
+end
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'm', ARGV[i + 1])
+end
+return 'ok'
+";
 /// The stream entry field that holds a message.
 const FIELD: &str = "m";
 
@@ -61,15 +89,87 @@ pub enum BackplaneError {
     Unreachable(#[source] redis::RedisError),
 }
 
-/// The room's side of the stream: queues messages for the writer task.
-pub(crate) struct RedisLog(mpsc::UnboundedSender<(Frame, Ack)>);
+/// The room's side of the stream: queues messages for the writer task, and
+/// reads the stream back by cursor.
+pub(crate) struct RedisLog {
+    queue: mpsc::UnboundedSender<(Stamped, Ack)>,
+    client: Client,
+    key: String,
+}
 
 impl SharedLog for RedisLog {
-    fn append(&self, frame: Frame, ack: Ack) {
+    fn append(&self, entry: Stamped, ack: Ack) {
         // Fails only once the writer has stopped (shutdown); the ack is
         // then dropped, which answers `unavailable`.
-        let _ = self.0.send((frame, ack));
+        let _ = self.queue.send((entry, ack));
     }
+
+    fn read_after(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let start = after.map_or_else(|| "-".to_owned(), |t| format!("({}", stream_id(t)));
+        let range: StreamRangeReply = self.query(
+            redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit),
+        )?;
+        Ok(Some(range.ids.into_iter().filter_map(message).collect()))
+    }
+
+    fn read_before(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let end = before.map_or_else(|| "+".to_owned(), |t| format!("({}", stream_id(t)));
+        let range: StreamRangeReply = self.query(
+            redis::cmd("XREVRANGE")
+                .arg(&self.key)
+                .arg(end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(limit),
+        )?;
+        let mut frames: Vec<Frame> = range.ids.into_iter().filter_map(message).collect();
+        frames.reverse();
+        Ok(Some(frames))
+    }
+}
+
+impl RedisLog {
+    /// One blocking command on a connection of its own: reads by cursor
+    /// run on the blocking pool, never on the writer's or reader's link.
+    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LogError> {
+        let mut con = self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| LogError::new(format!("Redis: {e}")))?;
+        let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+        cmd.query(&mut con)
+            .map_err(|e| LogError::new(format!("Redis: {e}")))
+    }
+}
+
+/// A `tim` as a stream entry id: milliseconds, then the nanoseconds within
+/// them, so ids order as `tim`s do.
+fn stream_id(tim: DateTime<Utc>) -> String {
+    format!(
+        "{}-{}",
+        tim.timestamp_millis(),
+        tim.timestamp_subsec_nanos() % 1_000_000
+    )
+}
+
+/// The latest `tim` a stream entry id allows, the inverse of [`stream_id`].
+fn id_tim(id: &str) -> Option<DateTime<Utc>> {
+    let (ms, ns) = id.split_once('-')?;
+    let t = DateTime::from_timestamp_millis(ms.parse().ok()?)?;
+    Some(t + TimeDelta::nanoseconds(ns.parse::<i64>().ok()?.min(999_999)))
 }
 
 /// A connection to the stream, made before the room exists: the room is
@@ -80,10 +180,10 @@ pub(crate) struct Link {
     key: String,
     max_len: usize,
     last_id: String,
-    queue: mpsc::UnboundedReceiver<(Frame, Ack)>,
+    queue: mpsc::UnboundedReceiver<(Stamped, Ack)>,
     /// The room's shared log.
     pub log: Arc<RedisLog>,
-    /// The stream's last `--history` messages, oldest first.
+    /// The stream's last `--history` messages (at least one), oldest first.
     pub history: Vec<Frame>,
 }
 
@@ -120,10 +220,12 @@ impl Link {
             .ids
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        // Oldest first; all of them, even with no history: the newest tells
+        // the room where reads of the stream stop.
         let mut frames: Vec<Frame> = tail.ids.into_iter().filter_map(message).collect();
         frames.reverse();
-        frames.truncate(history);
         let (tx, queue) = mpsc::unbounded_channel();
+        let reading = client.clone();
         info!(key, "backplane: Redis connected");
         Ok(Link {
             client,
@@ -132,7 +234,11 @@ impl Link {
             max_len: history.max(MIN_STREAM_LEN),
             last_id,
             queue,
-            log: Arc::new(RedisLog(tx)),
+            log: Arc::new(RedisLog {
+                queue: tx,
+                client: reading,
+                key: key.to_owned(),
+            }),
             history: frames,
         })
     }
@@ -210,8 +316,9 @@ async fn write(
     mut writer: ConnectionManager,
     key: String,
     max_len: usize,
-    mut queue: mpsc::UnboundedReceiver<(Frame, Ack)>,
+    mut queue: mpsc::UnboundedReceiver<(Stamped, Ack)>,
 ) {
+    let script = redis::Script::new(APPEND);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut backoff = Backoff::new();
     let mut retry_at: Option<Instant> = None;
@@ -223,19 +330,7 @@ async fn write(
             }
             continue;
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (frame, _) in &batch {
-            pipe.xadd_maxlen(
-                &key,
-                StreamMaxlen::Approx(max_len),
-                "*",
-                &[(FIELD, frame.as_str())],
-            )
-            .ignore();
-        }
-        let outcome: Result<(), _> = pipe.query_async(&mut writer).await;
-        let outcome = match outcome {
+        let outcome = match append(&script, &mut writer, &key, max_len, &mut batch).await {
             Ok(()) => {
                 backoff = Backoff::new();
                 retry_at = None;
@@ -253,6 +348,39 @@ async fn write(
             ack.send(outcome.clone());
         }
     }
+}
+
+/// Appends one batch, stamping it after the stream's last entry when
+/// another instance (with a clock ahead of this one's) wrote first.
+async fn append(
+    script: &redis::Script,
+    writer: &mut ConnectionManager,
+    key: &str,
+    max_len: usize,
+    batch: &mut [(Stamped, Ack)],
+) -> Result<(), String> {
+    for _ in 0..MAX_RESTAMPS {
+        let mut call = script.key(key);
+        call.arg(max_len);
+        for (entry, _) in batch.iter() {
+            call.arg(stream_id(entry.tim())).arg(entry.frame().as_str());
+        }
+        let answer: String = call.invoke_async(writer).await.map_err(|e| e.to_string())?;
+        let Some(last) = id_tim(&answer) else {
+            return Ok(());
+        };
+        // Each message after the last, in order, one nanosecond apart at
+        // least.
+        let mut floor = last;
+        for (entry, _) in batch.iter_mut() {
+            floor += TimeDelta::nanoseconds(1);
+            if entry.tim() < floor {
+                entry.restamp(floor);
+            }
+            floor = entry.tim();
+        }
+    }
+    Err("other instances kept writing ahead of this one".to_owned())
 }
 
 /// Reads the stream from `last_id` and delivers to the room, forever;

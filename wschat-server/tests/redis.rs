@@ -466,6 +466,104 @@ async fn a_failing_read_waits_before_trying_again() {
     }
 }
 
+async fn connect_to(addr: impl std::fmt::Display, query: &str) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/{query}"))
+        .await
+        .unwrap();
+    Client { ws }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_resumes_on_another_instance_from_the_stream() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 2, &[]).await;
+    let mut publisher = servers[0].client().await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        publisher.send(&chat("a", &i.to_string())).await;
+        sent.push(publisher.recv_text().await);
+    }
+    let since: Value = serde_json::from_str(&sent[3]).unwrap();
+    let since = since["tim"].as_str().unwrap();
+    // Without --history the other instance holds nothing in memory: what
+    // it sends comes from the stream.
+    let mut resumed = connect_to(servers[1].addr, &format!("?since={since}")).await;
+    for expected in &sent[4..] {
+        assert_eq!(&resumed.recv_text().await, expected);
+    }
+    publisher.send(&chat("a", "live")).await;
+    assert_eq!(
+        resumed.recv().await["msg"],
+        "live",
+        "then live, nothing twice"
+    );
+    let (status, body) = servers[1]
+        .get(&format!("/messages?since={since}&limit=2"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, format!("[{},{}]", sent[4], sent[5]));
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tim_strictly_increases_across_instances_whose_clocks_disagree() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let args = ["--redis", url.as_str(), "--rate", "0"];
+    let ahead = TestServer::start(&args).await;
+    // The other instance's clock is 30 s behind (libfaketime, from
+    // Debian's faketime; timers keep the real monotonic clock).
+    let (mut behind, behind_addr, _) = common::spawn_binary_with_env(
+        &args,
+        &[
+            (
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            ),
+            ("FAKETIME", "-30s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let a = ahead.client().await;
+    let b = connect_to(&behind_addr, "").await;
+    let mut listener = connect_to(&behind_addr, "").await;
+    // Both publish at once, so each instance stamps before it has read
+    // what the other just wrote.
+    const N: usize = 40;
+    let send = |mut c: Client, who: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..N {
+                c.send(&chat(who, &i.to_string())).await;
+            }
+            c
+        })
+    };
+    let (a, b) = (send(a, "a"), send(b, "b"));
+    let mut tims = Vec::new();
+    let mut next = [0usize; 2];
+    for _ in 0..2 * N {
+        let m = listener.recv().await;
+        let who = usize::from(m["usr"] == "b");
+        assert_eq!(
+            m["msg"],
+            next[who].to_string(),
+            "each sender's order, nothing lost"
+        );
+        next[who] += 1;
+        tims.push(m["tim"].as_str().unwrap().to_owned());
+    }
+    let _ = (a.await, b.await);
+    assert!(
+        tims.windows(2).all(|w| w[0] < w[1]),
+        "tim strictly increases in relay order: {tims:?}"
+    );
+    let _ = behind.kill();
+    let _ = behind.wait();
+    ahead.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
     let redis = Redis::start();

@@ -154,15 +154,15 @@ impl Log for MemoryLog {
 ///
 /// ```
 /// use std::sync::Mutex;
-/// use wschat_core::{Ack, Frame, Room, RoomConfig, SharedLog};
+/// use wschat_core::{Ack, Frame, Room, RoomConfig, SharedLog, Stamped};
 ///
 /// /// Accepts everything; a real one would write to a server.
 /// #[derive(Default)]
 /// struct Queue(Mutex<Vec<Frame>>);
 ///
 /// impl SharedLog for Queue {
-///     fn append(&self, frame: Frame, ack: Ack) {
-///         self.0.lock().unwrap().push(frame);
+///     fn append(&self, entry: Stamped, ack: Ack) {
+///         self.0.lock().unwrap().push(entry.frame().clone());
 ///         ack.send(Ok(()));
 ///     }
 /// }
@@ -179,10 +179,93 @@ impl Log for MemoryLog {
 /// # });
 /// ```
 pub trait SharedLog: Send + Sync + 'static {
-    /// Queues `frame` to be appended after every frame queued before it,
+    /// Queues `entry` to be appended after every entry queued before it,
     /// and answers through `ack` once it is appended (or cannot be). Called
     /// with the room's ordering lock held: must not block.
-    fn append(&self, frame: Frame, ack: Ack);
+    fn append(&self, entry: Stamped, ack: Ack);
+
+    /// Reads the shared log back by cursor, as [`Log::read_after`]; `None`
+    /// (the default) when it cannot be read back. May block.
+    fn read_after(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let _ = (after, limit);
+        Ok(None)
+    }
+
+    /// Reads the shared log back by cursor, as [`Log::read_before`].
+    fn read_before(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let _ = (before, limit);
+        Ok(None)
+    }
+}
+
+/// A stamped message on its way to a [`SharedLog`]. Another writer of the
+/// shared log may be ahead of this room's clock: the log can then move the
+/// message's `tim` past what it holds ([`restamp`](Self::restamp)), so
+/// `tim` strictly increases in the shared log's order, whatever the
+/// writers' clocks say.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    frame: Frame,
+    tim: DateTime<Utc>,
+    /// The publisher's frame, to render again with another `tim`.
+    source: Box<str>,
+}
+
+impl Stamped {
+    pub(crate) fn new(frame: Frame, tim: DateTime<Utc>, source: &str) -> Self {
+        Stamped {
+            frame,
+            tim,
+            source: source.into(),
+        }
+    }
+
+    /// The message as it is to be relayed.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// Its `tim`.
+    pub fn tim(&self) -> DateTime<Utc> {
+        self.tim
+    }
+
+    /// Gives the message another `tim`, rendering it again.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use wschat_core::{Ack, Room, RoomConfig, SharedLog, Stamped};
+    ///
+    /// #[derive(Default)]
+    /// struct Keep(Mutex<Vec<Stamped>>);
+    /// impl SharedLog for Keep {
+    ///     fn append(&self, entry: Stamped, ack: Ack) {
+    ///         self.0.lock().unwrap().push(entry);
+    ///         ack.send(Ok(()));
+    ///     }
+    /// }
+    /// let keep = Arc::new(Keep::default());
+    /// let room = Room::with_shared_log(RoomConfig::default(), keep.clone());
+    /// let _ = room.publish(r#"{"usr":"a","msg":"m","jwt":"x"}"#);
+    /// let mut entry = keep.0.lock().unwrap().pop().unwrap();
+    /// entry.restamp("2030-01-01T00:00:00Z".parse().unwrap());
+    /// assert_eq!(entry.frame().as_str(),
+    ///            r#"{"usr":"a","msg":"m","tim":"2030-01-01T00:00:00.000000000Z"}"#);
+    /// ```
+    pub fn restamp(&mut self, tim: DateTime<Utc>) {
+        if let Ok(message) = crate::message::Message::parse(&self.source) {
+            self.frame = Frame::from(message.render(&crate::clock::format_tim(tim)));
+            self.tim = tim;
+        }
+    }
 }
 
 /// The answer a log owes one publisher: whether its message was

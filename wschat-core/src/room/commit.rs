@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::clock::{Clock, format_tim};
 use crate::error::LogError;
 use crate::frame::Frame;
-use crate::log::{Ack, Log, SharedLog};
+use crate::log::{Ack, Log, SharedLog, Stamped};
 use crate::message::Message;
 
 /// Locks, ignoring poisoning: a panic elsewhere cannot leave the room
@@ -39,11 +39,16 @@ pub(crate) struct State {
     pub recent: VecDeque<(DateTime<Utc>, Frame)>,
     pub recent_cap: usize,
     pub history_cap: usize,
+    /// The `tim` of the last message relayed (or, at start, the newest the
+    /// log held): reads of the log stop there, since what is past it may
+    /// still be refused.
+    last_tim: Option<DateTime<Utc>>,
 }
 
 impl State {
     /// An empty state for a ring of `ring_cap` and a history of
-    /// `history_cap`, filled with `history` (oldest first).
+    /// `history_cap`, filled with the last `history_cap` of `history`
+    /// (oldest first; its newest is the newest message the log holds).
     pub fn new(ring_cap: usize, history_cap: usize, history: Vec<Frame>) -> Self {
         let recent_cap = history_cap.max(ring_cap.next_power_of_two());
         let mut state = State {
@@ -51,6 +56,7 @@ impl State {
             recent: VecDeque::new(),
             recent_cap,
             history_cap,
+            last_tim: history.iter().rev().find_map(Frame::tim),
         };
         let skip = history.len().saturating_sub(history_cap);
         for frame in history.into_iter().skip(skip) {
@@ -58,7 +64,7 @@ impl State {
             // sorts with the message before it.
             let tim = frame
                 .tim()
-                .or(state.last_tim())
+                .or(state.recent.back().map(|(t, _)| *t))
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
             state.remember(tim, frame);
         }
@@ -79,6 +85,7 @@ impl State {
             let _ = ring.send(frame.clone());
         }
         self.remember(tim, frame);
+        self.last_tim = Some(tim);
     }
 
     /// The history a joining member is replayed, oldest first.
@@ -89,7 +96,7 @@ impl State {
 
     /// The `tim` of the last relayed message.
     pub fn last_tim(&self) -> Option<DateTime<Utc>> {
-        self.recent.back().map(|(t, _)| *t)
+        self.last_tim
     }
 }
 
@@ -160,7 +167,7 @@ impl Engine {
 
     /// Stamps a parsed message and queues it for the log (or hands it to
     /// the shared log), in one order for all publishers.
-    pub fn submit(&self, message: &Message<'_>) -> (Frame, Receipt) {
+    pub fn submit(&self, message: &Message<'_>, source: &str) -> (Frame, Receipt) {
         let (tx, rx) = oneshot::channel();
         let mut order = lock(&self.order);
         let tim = self
@@ -170,7 +177,7 @@ impl Engine {
         order.last_tim = tim;
         let frame = Frame::from(message.render(&format_tim(tim)));
         match &self.shared {
-            Some(shared) => shared.append(frame.clone(), Ack(tx)),
+            Some(shared) => shared.append(Stamped::new(frame.clone(), tim, source), Ack(tx)),
             None => order.queue.push((frame.clone(), tim, Ack(tx))),
         }
         drop(order);
@@ -266,6 +273,11 @@ impl Engine {
     /// The room's own log.
     pub fn log(&self) -> &dyn Log {
         self.log.as_ref()
+    }
+
+    /// The shared log, if the room has one.
+    pub fn shared(&self) -> Option<&dyn SharedLog> {
+        self.shared.as_deref()
     }
 
     /// Ends the writer thread once the queue is written.

@@ -134,7 +134,8 @@ impl RoomBuilder {
         let config = self.config;
         let recent = match self.history {
             Some(frames) => frames,
-            None => self.log.recent(config.history)?,
+            // One at least: the newest message tells where reads stop.
+            None => self.log.recent(config.history.max(1))?,
         };
         let state = State::new(config.send_queue, config.history, recent);
         let engine = Engine::start(self.clock, self.log, self.shared_log, state);
@@ -231,6 +232,10 @@ impl Room {
         self.shared.engine.log()
     }
 
+    fn shared_log(&self) -> Option<&dyn SharedLog> {
+        self.shared.engine.shared()
+    }
+
     fn member(
         &self,
         replay: Vec<Frame>,
@@ -269,7 +274,7 @@ impl Room {
             Ok(message) => message,
             Err(e) => return Publish::failed(e),
         };
-        let (frame, receipt) = self.shared.engine.submit(&message);
+        let (frame, receipt) = self.shared.engine.submit(&message, frame);
         Publish::waiting(frame, receipt)
     }
 
@@ -670,8 +675,8 @@ mod tests {
         #[derive(Default)]
         struct Queue(Mutex<Vec<(Frame, crate::log::Ack)>>);
         impl SharedLog for Queue {
-            fn append(&self, frame: Frame, ack: crate::log::Ack) {
-                self.0.lock().unwrap().push((frame, ack));
+            fn append(&self, entry: crate::log::Stamped, ack: crate::log::Ack) {
+                self.0.lock().unwrap().push((entry.frame().clone(), ack));
             }
         }
         let shared = Arc::new(Queue::default());

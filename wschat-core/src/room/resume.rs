@@ -16,6 +16,12 @@ use super::member::Member;
 use crate::error::LogError;
 use crate::frame::Frame;
 
+/// The frames up to `relayed`, the `tim` of the last relayed message.
+fn only_relayed(mut frames: Vec<Frame>, relayed: Option<DateTime<Utc>>) -> Vec<Frame> {
+    frames.retain(|f| relayed.is_some_and(|last| f.tim().is_some_and(|t| t <= last)));
+    frames
+}
+
 /// A member's way back from a cursor: see [`Room::catch_up`].
 #[derive(Debug)]
 pub struct CatchUp {
@@ -92,10 +98,9 @@ impl Room {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Vec<Frame>, LogError> {
-        let log = self.log();
-        let read = match (since, before) {
-            (Some(_), _) => log.read_after(since, limit)?,
-            (None, _) => log.read_before(before, limit)?,
+        let read = match since {
+            Some(_) => self.read_after(since, limit)?,
+            None => self.read_before(before, limit)?,
         };
         let mut frames = match read {
             Some(frames) => frames,
@@ -129,9 +134,52 @@ impl Room {
         held[range].iter().map(|(_, f)| f.clone()).collect()
     }
 
+    /// Reads the log that holds the most: the shared log when it can be
+    /// read back, else the room's own; only what has been relayed (a log
+    /// holds a batch before it is relayed, and a batch may yet be refused).
+    fn read_after(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let relayed = self.lock().last_tim();
+        let read = match self
+            .shared_log()
+            .map(|s| s.read_after(after, limit))
+            .transpose()?
+            .flatten()
+        {
+            Some(frames) => Some(frames),
+            None => self.log().read_after(after, limit)?,
+        };
+        Ok(read.map(|frames| only_relayed(frames, relayed)))
+    }
+
+    fn read_before(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        // Never past what was relayed: read before the next `tim`.
+        let Some(relayed) = self.lock().last_tim() else {
+            return Ok(self.log().read_before(before, 0)?.map(|_| Vec::new()));
+        };
+        let bound = relayed + chrono::TimeDelta::nanoseconds(1);
+        let before = Some(before.map_or(bound, |b| b.min(bound)));
+        match self
+            .shared_log()
+            .map(|s| s.read_before(before, limit))
+            .transpose()?
+            .flatten()
+        {
+            Some(frames) => Ok(Some(frames)),
+            None => self.log().read_before(before, limit),
+        }
+    }
+
     /// The oldest message the room holds, if any.
     fn oldest(&self) -> Result<Option<Frame>, LogError> {
-        Ok(match self.log().read_after(None, 1)? {
+        Ok(match self.read_after(None, 1)? {
             Some(frames) => frames.into_iter().next(),
             None => self.lock().history().next().cloned(),
         })
@@ -154,7 +202,7 @@ impl CatchUp {
             }
         }
         let limit = limit.max(1);
-        let read = self.room.log().read_after(Some(self.cursor), limit)?;
+        let read = self.room.read_after(Some(self.cursor), limit)?;
         let Some(frames) = read else {
             // Nothing to read back: the in-memory history is all there is.
             return Ok(Step::Live(self.join(page)));
@@ -329,6 +377,64 @@ mod tests {
         assert_eq!(got[1..], sent[3..]);
         let (got, _) = run(&room, sent[3].tim().unwrap(), 10, 0, &mut Vec::new());
         assert_eq!(got, sent[4..], "the oldest held: no notice");
+    }
+
+    #[test]
+    fn what_the_log_holds_but_has_not_relayed_is_never_read() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// An archive whose next append writes, then hangs before it
+        /// answers (as a sync that never returns).
+        struct Stalling {
+            archive: Archive,
+            stall: AtomicBool,
+        }
+        impl crate::log::Log for Stalling {
+            fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+                self.archive.append(frames)?;
+                while self.stall.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(())
+            }
+            fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {
+                self.archive.recent(n)
+            }
+            fn read_after(
+                &self,
+                after: Option<DateTime<Utc>>,
+                limit: usize,
+            ) -> Result<Option<Vec<Frame>>, LogError> {
+                self.archive.read_after(after, limit)
+            }
+            fn read_before(
+                &self,
+                before: Option<DateTime<Utc>>,
+                limit: usize,
+            ) -> Result<Option<Vec<Frame>>, LogError> {
+                self.archive.read_before(before, limit)
+            }
+        }
+        let path = std::env::temp_dir().join(format!("wschat-resume-{}-stall", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(Stalling {
+            archive: Archive::open(&path, false).unwrap(),
+            stall: AtomicBool::new(false),
+        });
+        let room = Room::with_log(RoomConfig::default().rate_limit(None), log.clone()).unwrap();
+        let first = wait(&room, 0);
+        log.stall.store(true, Ordering::Release);
+        let mut pending = room.publish(r#"{"usr":"a","msg":"not yet"}"#);
+        while std::fs::read_to_string(&path).unwrap().lines().count() < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(pending.try_outcome().is_none(), "written, not relayed");
+        assert_eq!(room.read(None, None, 10).unwrap(), vec![first.clone()]);
+        assert_eq!(
+            room.read(Some(DateTime::<Utc>::MIN_UTC), None, 10).unwrap(),
+            vec![first]
+        );
+        log.stall.store(false, Ordering::Release);
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

@@ -302,6 +302,14 @@ pub fn spawn_binary(args: &[&str]) -> (std::process::Child, String, Log) {
 
 /// [`spawn_binary`] with `RUST_LOG` set to `level`.
 pub fn spawn_binary_logging(args: &[&str], level: &str) -> (std::process::Child, String, Log) {
+    spawn_binary_with_env(args, &[("RUST_LOG", level)])
+}
+
+/// [`spawn_binary`] with more environment variables.
+pub fn spawn_binary_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, Log) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use std::time::Instant;
@@ -309,7 +317,8 @@ pub fn spawn_binary_logging(args: &[&str], level: &str) -> (std::process::Child,
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("JWT_SECRET")
-        .env("RUST_LOG", level)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
