@@ -14,8 +14,7 @@ pub mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
-mod rotate;
-pub mod shutdown;
+pub mod signals;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -148,7 +147,7 @@ pub async fn run(
     }
     let (room, link) = build_room(&options, config).await?;
     let archived = options.archive.is_some() || options.archive_dir.is_some();
-    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), archived));
+    let rotation = tokio::spawn(signals::on_hangup(room.clone(), archived));
     let metrics = Arc::new(Metrics::new());
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);
@@ -239,7 +238,7 @@ async fn accept(listener: TcpListener, app: Arc<App>) {
     let mut stopped = app.shutdown.clone();
     loop {
         tokio::select! {
-            () = shutdown::requested(&mut stopped) => break,
+            () = requested(&mut stopped) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     // Counted here, in the order accepted, so the oldest
@@ -281,8 +280,14 @@ async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending:
             Err(_) => debug!(%peer, "handshake timeout"),
         },
         () = pending.evicted() => debug!(%peer, "closed to make room for a newer connection"),
-        _ = shutdown::requested(&mut stopped) => {}
+        _ = requested(&mut stopped) => {}
     }
+}
+
+/// Resolves once the server has started shutting down (the flag is set, or
+/// its sender is gone).
+async fn requested(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
 }
 
 /// tungstenite's buffers and limits for one connection. The read buffer
