@@ -14,22 +14,18 @@ pub mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
+mod server;
 pub mod signals;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, LogError, Room};
 
 pub use cli::{Cli, Command, Options};
@@ -37,12 +33,8 @@ pub use redis_log::BackplaneError;
 
 use assets::Assets;
 use connection::Limits;
-use http::{App, Pending, PendingTicket};
 use metrics::Metrics;
-
-/// Request heads larger than this get `431` (README, HTTP endpoints); hyper
-/// reads no more than this into a connection's buffer.
-const MAX_HEAD: usize = 16 * 1024;
+use server::{App, Pending};
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
@@ -160,7 +152,7 @@ pub async fn run(
             ping_interval: options.ping_interval(),
             idle_timeout: options.idle_timeout(),
         },
-        ws_config: ws_config(&options),
+        ws_config: server::ws_config(&options),
         assets: options
             .static_dir
             .clone()
@@ -181,7 +173,7 @@ pub async fn run(
     // Accepting runs as a task, not on the thread that awaits `run`: a
     // connection task it spawns then starts on a worker's own queue
     // instead of waking a worker through the shared one.
-    let accepting = tokio::spawn(accept(listener, app.clone()));
+    let accepting = tokio::spawn(server::accept(listener, app.clone()));
     shutdown.await;
     info!("shutting down");
     let _ = stop.send(true);
@@ -230,74 +222,4 @@ fn total_memory() -> Option<u64> {
         .parse()
         .ok()?;
     kib.checked_mul(1024)
-}
-
-/// Accepts connections until the server shuts down, then drops the
-/// listener.
-async fn accept(listener: TcpListener, app: Arc<App>) {
-    let mut stopped = app.shutdown.clone();
-    loop {
-        tokio::select! {
-            () = requested(&mut stopped) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    // Counted here, in the order accepted, so the oldest
-                    // is the one that goes when there is no room.
-                    let pending = PendingTicket::take(&app);
-                    tokio::spawn(serve_tcp(app.clone(), tcp, peer, pending));
-                }
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off and
-                    // let connections close rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-/// Serves one TCP connection's HTTP until it upgrades, ends, times out
-/// (`--handshake-timeout`), makes room for a newer one or the server shuts
-/// down.
-async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending: PendingTicket) {
-    let _ = tcp.set_nodelay(true);
-    let limit = app.options.handshake_timeout();
-    let mut stopped = app.shutdown.clone();
-    let service = {
-        let app = app.clone();
-        service_fn(move |req| http::handle(app.clone(), req, peer))
-    };
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .max_header_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(tcp), service)
-        .with_upgrades();
-    tokio::select! {
-        served = timeout(limit, conn) => match served {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(%peer, error = %e, "http connection error"),
-            Err(_) => debug!(%peer, "handshake timeout"),
-        },
-        () = pending.evicted() => debug!(%peer, "closed to make room for a newer connection"),
-        _ = requested(&mut stopped) => {}
-    }
-}
-
-/// Resolves once the server has started shutting down (the flag is set, or
-/// its sender is gone).
-async fn requested(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|stop| *stop).await;
-}
-
-/// tungstenite's buffers and limits for one connection. The read buffer
-/// is allocated up front for every connection, so it is small (256 bytes:
-/// 1 KiB cost 0.7 KiB more per idle connection); chat frames are small,
-/// and a large one is read in several calls.
-fn ws_config(options: &Options) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(256)
-        .write_buffer_size(16 * 1024)
-        .max_message_size(Some(options.max_message_bytes))
-        .max_frame_size(Some(options.max_message_bytes))
 }
