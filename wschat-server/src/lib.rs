@@ -8,6 +8,7 @@
 mod assets;
 pub mod cli;
 mod connection;
+mod error;
 mod http;
 mod jwks;
 pub mod keys;
@@ -26,10 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tracing::{info, warn};
-use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, LogError, Room};
+use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, Room};
 
 pub use cli::{Cli, Command, Options};
-pub use redis_log::BackplaneError;
+pub use error::{BackplaneError, KeysError, ServerError};
 
 use assets::Assets;
 use connection::Limits;
@@ -38,24 +39,6 @@ use server::{App, Pending};
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
-
-/// Why the server could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The listener's address could not be read.
-    #[error("listener: {0}")]
-    Listener(#[source] std::io::Error),
-    /// The archive could not be opened or read.
-    #[error("archive {}", .0.to_string().trim_start_matches("log: "))]
-    Archive(#[source] LogError),
-    /// The Redis backplane could not start.
-    #[error(transparent)]
-    Backplane(#[from] redis_log::BackplaneError),
-    /// A token key could not be loaded or does not fit its algorithm.
-    #[error(transparent)]
-    Keys(#[from] keys::KeysError),
-}
 
 /// The room the options describe: `jwt`'s token rules, its archive, if
 /// one is configured, and with `--redis` the stream as its shared log,
