@@ -1,5 +1,5 @@
-//! The command line (contract section 4): every option, its environment
-//! variable and default, and the `token` subcommand.
+//! The command line (README, "Command line"): every option, its
+//! environment variable and default, and the `token` subcommand.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -320,7 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_contract() {
+    fn defaults_match_the_readme() {
         let o = Options::from_args(Vec::<String>::new()).unwrap();
         assert_eq!(o.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The archive (contract section 8): written before relay, read back at
+//! The archive (README, Archive): written before relay, read back at
 //! start, robust to torn lines, rotated by SIGHUP, failing loudly.
 
 mod common;

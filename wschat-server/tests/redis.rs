@@ -1,5 +1,5 @@
 //! Several instances sharing one room through a real `redis-server`
-//! (contract section 7).
+//! (README, "Several instances (Redis)").
 
 mod common;
 
