@@ -1,13 +1,13 @@
 //! Several instances sharing one room through a real `redis-server`
 //! (README, "Several instances (Redis)").
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, WAIT, chat, free_port};
+use crate::common::{Client, TestServer, WAIT, chat, free_port};
 use serde_json::Value;
 
 /// A redis-server on a free port, without persistence; killed when dropped.
