@@ -2,8 +2,6 @@
 //! README, Archive): written before relay, one file per UTC day of `tim`,
 //! read back across days at start.
 
-use crate::common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

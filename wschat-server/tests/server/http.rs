@@ -2,8 +2,6 @@
 //! security headers, caching validators, and the bounds on request heads
 //! and on connections that have not upgraded.
 
-use crate::common;
-
 use std::time::Duration;
 
 use crate::common::{Answer, TestServer, WAIT, chat, http_get, http_request, raw_exchange};

@@ -1,7 +1,5 @@
 //! JWT mode through a real server: every way a token can be right or wrong.
 
-use crate::common;
-
 use crate::common::TestServer;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;

@@ -1,8 +1,6 @@
 //! Holding up on the open internet: size and rate limits, slow clients,
 //! keepalive, handshake timeout, connection limit and origin checks.
 
-use crate::common;
-
 use std::time::Duration;
 
 use crate::common::{TestServer, WAIT, chat};

@@ -1,8 +1,6 @@
 //! Several instances sharing one room through a real `redis-server`
 //! (README, "Several instances (Redis)").
 
-use crate::common;
-
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

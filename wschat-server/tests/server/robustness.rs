@@ -1,8 +1,6 @@
 //! Hundreds of malformed frames thrown at a real server: each gets an
 //! answer or a close, never a crash, and a fresh client still chats.
 
-use crate::common;
-
 use crate::common::{TestServer, chat};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Bytes;
