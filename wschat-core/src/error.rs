@@ -99,6 +99,7 @@ pub enum RecvError {
 ///
 /// let e = LogError::new("disk full");
 /// assert_eq!(e.to_string(), "log: disk full");
+/// assert_eq!(e.reason(), "disk full");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("log: {reason}")]
@@ -112,6 +113,12 @@ impl LogError {
         LogError {
             reason: reason.into(),
         }
+    }
+
+    /// What went wrong, without the `log: ` that [`Display`](std::fmt::Display)
+    /// puts first: for a message that names the log itself ("archive …").
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 

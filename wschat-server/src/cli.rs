@@ -1,5 +1,5 @@
-//! The command line (contract section 4): every option, its environment
-//! variable and default, and the `token` subcommand.
+//! The command line (README, "Command line"): every option, its
+//! environment variable and default, and the `token` subcommand.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,14 @@ use wschat_core::{JwtAlg, JwtConfig, RateLimit, RoomConfig};
 /// key should be at least as long as its 32-byte hash (RFC 7518, 3.2),
 /// and a short one can be guessed offline from any token.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+// The topics `--help` groups the options under.
+const NETWORK: &str = "Network";
+const TOKENS: &str = "Tokens";
+const ARCHIVE: &str = "History and archive";
+const CLUSTER: &str = "Cluster";
+const LIMITS: &str = "Limits";
+const LOGGING: &str = "Logging";
 
 /// wschat: a WebSocket chat server, a real-time public mailing list.
 #[derive(Debug, Clone, Parser)]
@@ -62,6 +70,7 @@ pub enum LogFormat {
 pub struct Options {
     /// Address and port to listen on (port 0 picks a free one).
     #[arg(
+        help_heading = NETWORK,
         long,
         env = "WSCHAT_LISTEN",
         default_value = "127.0.0.1:8080",
@@ -70,18 +79,19 @@ pub struct Options {
     pub listen: SocketAddr,
 
     /// Require messages to carry a JWT signed with this secret.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    #[arg(help_heading = TOKENS, long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
     /// The token algorithm: HS256, HS384 or HS512 with a secret; RS256,
     /// RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA with a
     /// public key or key set.
-    #[arg(long, env = "WSCHAT_JWT_ALG", default_value = "HS256", global = true)]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_ALG", default_value = "HS256", global = true)]
     pub jwt_alg: JwtAlg,
 
     /// Verify tokens with this PEM public key (RSA, EC P-256 or P-384, or
     /// Ed25519) instead of a secret; needs --jwt-alg.
     #[arg(
+        help_heading = TOKENS,
         long,
         env = "WSCHAT_JWT_PUBLIC_KEY",
         value_name = "FILE",
@@ -93,6 +103,7 @@ pub struct Options {
     /// token's kid: a file, or an http(s) URL fetched at start, every 10
     /// minutes and for an unknown kid; needs --jwt-alg.
     #[arg(
+        help_heading = TOKENS,
         long,
         env = "WSCHAT_JWKS",
         value_name = "FILE_OR_URL",
@@ -101,47 +112,48 @@ pub struct Options {
     pub jwks: Option<String>,
 
     /// Require the token's `iss` to be ISS.
-    #[arg(long, env = "WSCHAT_JWT_ISSUER", value_name = "ISS")]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_ISSUER", value_name = "ISS")]
     pub jwt_issuer: Option<String>,
 
     /// Require the token's `aud` to be AUD (or a list holding it).
-    #[arg(long, env = "WSCHAT_JWT_AUDIENCE", value_name = "AUD")]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_AUDIENCE", value_name = "AUD")]
     pub jwt_audience: Option<String>,
 
     /// Accept messages without a token too; a token that is present must
     /// still verify.
-    #[arg(long, env = "WSCHAT_JWT_OPTIONAL")]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_OPTIONAL")]
     pub jwt_optional: bool,
 
     /// Reject tokens whose `exp` has passed.
-    #[arg(long, env = "WSCHAT_JWT_VALIDATE_EXP")]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_VALIDATE_EXP")]
     pub jwt_validate_exp: bool,
 
     /// Require the message's `usr` to equal this claim of its token.
-    #[arg(long, env = "WSCHAT_JWT_USR_CLAIM", value_name = "NAME")]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_USR_CLAIM", value_name = "NAME")]
     pub jwt_usr_claim: Option<String>,
 
     /// Replay the last N messages to each new client.
-    #[arg(long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
+    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
     pub history: usize,
 
     /// Append every relayed message to FILE (JSON Lines) before relaying
     /// it; the history is loaded from it at start.
-    #[arg(long, env = "WSCHAT_ARCHIVE", value_name = "FILE")]
+    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_ARCHIVE", value_name = "FILE")]
     pub archive: Option<PathBuf>,
 
     /// The archive as one JSON Lines file per UTC day, DIR/YYYY-MM-DD,
     /// like the original wschat's LOG_DIR; DIR is created if missing.
-    #[arg(long, env = "LOG_DIR", value_name = "DIR", conflicts_with = "archive")]
+    #[arg(help_heading = ARCHIVE, long, env = "LOG_DIR", value_name = "DIR", conflicts_with = "archive")]
     pub archive_dir: Option<PathBuf>,
 
     /// Share one room with other instances through this Redis server
     /// (e.g. redis://127.0.0.1:6379/).
-    #[arg(long, env = "WSCHAT_REDIS", value_name = "URL")]
+    #[arg(help_heading = CLUSTER, long, env = "WSCHAT_REDIS", value_name = "URL")]
     pub redis: Option<String>,
 
     /// The Redis stream the instances share.
     #[arg(
+        help_heading = CLUSTER,
         long,
         env = "WSCHAT_REDIS_KEY",
         default_value = "wschat",
@@ -150,11 +162,12 @@ pub struct Options {
     pub redis_key: String,
 
     /// Sync the archive to disk before relaying each batch.
-    #[arg(long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archives")]
+    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_ARCHIVE_FSYNC", requires = "archives")]
     pub archive_fsync: bool,
 
     /// Larger frames or messages close the connection with 1009.
     #[arg(
+        help_heading = LIMITS,
         long,
         env = "WSCHAT_MAX_MESSAGE_BYTES",
         default_value_t = 65536,
@@ -164,6 +177,7 @@ pub struct Options {
 
     /// Further upgrades get HTTP 503.
     #[arg(
+        help_heading = LIMITS,
         long,
         env = "WSCHAT_MAX_CONNECTIONS",
         default_value_t = 10000,
@@ -172,37 +186,38 @@ pub struct Options {
     pub max_connections: usize,
 
     /// Per-connection publish rate in messages per second; 0 turns it off.
-    #[arg(long, env = "WSCHAT_RATE", default_value_t = 20.0, value_name = "R")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_RATE", default_value_t = 20.0, value_name = "R")]
     pub rate: f64,
 
     /// Per-connection burst of messages above the rate.
-    #[arg(long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
     pub burst: u32,
 
     /// How many messages a client may fall behind before it counts as too
     /// slow (the room's ring, rounded up to a power of two).
-    #[arg(long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
 
     /// Seconds between pings to an idle client.
-    #[arg(long, env = "WSCHAT_PING_INTERVAL", default_value_t = 30, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_PING_INTERVAL", default_value_t = 30, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval: u64,
 
     /// Seconds without any frame from a client before it is closed.
-    #[arg(long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = 60, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = 60, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
 
     /// Seconds a TCP connection has to finish its upgrade.
-    #[arg(long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = 10, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = 10, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout: u64,
 
     /// Accept upgrades only from this Origin (repeatable); requests without
     /// an Origin are accepted.
     #[arg(
+        help_heading = NETWORK,
         long,
         env = "WSCHAT_ALLOWED_ORIGIN",
         value_name = "ORIGIN",
@@ -211,11 +226,11 @@ pub struct Options {
     pub allowed_origin: Vec<String>,
 
     /// Serve this directory at / instead of the built-in client.
-    #[arg(long, env = "WSCHAT_STATIC_DIR", value_name = "DIR")]
+    #[arg(help_heading = NETWORK, long, env = "WSCHAT_STATIC_DIR", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
 
     /// Log format; RUST_LOG sets levels.
-    #[arg(long, env = "WSCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(help_heading = LOGGING, long, env = "WSCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -305,7 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_contract() {
+    fn defaults_match_the_readme() {
         let o = Options::from_args(Vec::<String>::new()).unwrap();
         assert_eq!(o.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(
@@ -346,5 +361,28 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.allowed_origin, ["https://a", "https://b"]);
+    }
+
+    /// `--help` is grouped by topic: an option added without a heading
+    /// would land in a list of its own.
+    #[test]
+    fn help_is_grouped_by_topic() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        for arg in cli.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" {
+                assert!(arg.get_help_heading().is_some(), "--{id} has no heading");
+            }
+        }
+        let help = cli.render_help().to_string();
+        let at = |heading: &str| {
+            help.find(&format!("\n{heading}:\n"))
+                .unwrap_or_else(|| panic!("{heading}: {help}"))
+        };
+        let order = [NETWORK, TOKENS, ARCHIVE, CLUSTER, LIMITS, LOGGING].map(at);
+        assert!(order.is_sorted(), "{help}");
+        assert!(at(TOKENS) < help.find("--jwt-secret").unwrap());
+        assert!(help.find("--jwt-secret").unwrap() < at(ARCHIVE));
     }
 }

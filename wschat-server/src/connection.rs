@@ -1,6 +1,6 @@
 //! One WebSocket connection: read frames and publish them, write what the
 //! member reads from the room, keep the connection alive, and close it with
-//! the code the contract names.
+//! the code README, "Errors and close codes", names.
 //!
 //! One task owns the socket and does both directions, so nothing is shared
 //! and no lock is held while writing. Every frame already readable is

@@ -1,18 +1,15 @@
-//! The HTTP front (README, HTTP endpoints): WebSocket upgrades on any path,
-//! the browser client, `/healthz`, `/metrics`, and 404 for the rest; the
-//! headers every answer carries; and the bound on connections that have
-//! not upgraded.
+//! The HTTP routes (README, HTTP endpoints): WebSocket upgrades on any
+//! path, the browser client, `/healthz`, `/metrics`, `/messages`, and 404
+//! for the rest; and the headers every answer carries.
 //!
 //! hyper parses HTTP; this file only decides what each request gets. An
 //! upgrade joins the room *before* the 101 response is sent, so a client
 //! receives every message relayed after its handshake completed.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -21,38 +18,15 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
-use wschat_core::Room;
 
-use crate::assets::{Assets, Body};
-use crate::cli::Options;
-use crate::connection::{self, Limits, Start};
+use crate::assets::Body;
+use crate::connection::{self, Start};
 use crate::messages;
-use crate::metrics::Metrics;
-use crate::redis_log::Backplane;
-
-/// Everything a request handler needs, shared by all connections.
-///
-/// Every task that serves a connection holds an `Arc<App>`; the server's
-/// shutdown waits until the last one is gone (`_tasks` closes then).
-pub(crate) struct App {
-    pub room: Room,
-    pub backplane: Option<Arc<Backplane>>,
-    pub options: Options,
-    pub metrics: Arc<Metrics>,
-    pub limits: Limits,
-    pub ws_config: WebSocketConfig,
-    pub assets: Assets,
-    pub started: Instant,
-    pub connections: AtomicUsize,
-    pub pending: Pending,
-    pub shutdown: watch::Receiver<bool>,
-    pub _tasks: mpsc::Sender<()>,
-}
+use crate::server::{App, ConnectionSlot};
 
 /// What a browser may do with a page from wschat: load the page's own
 /// scripts and styles, connect to its own origin (`ws:` and `wss:` are
@@ -244,112 +218,6 @@ fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
                 .iter()
                 .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
         }
-    }
-}
-
-/// One counted WebSocket connection; dropping it frees the slot.
-struct ConnectionSlot {
-    app: Arc<App>,
-}
-
-impl ConnectionSlot {
-    fn take(app: &Arc<App>) -> Option<Self> {
-        let max = app.options.max_connections;
-        app.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        app.metrics.connection_opened();
-        Some(ConnectionSlot { app: app.clone() })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.app.connections.fetch_sub(1, Ordering::AcqRel);
-        self.app.metrics.connection_closed();
-    }
-}
-
-/// The fewest connections not upgraded that are let in at once, whatever
-/// `--max-connections` says.
-const MIN_PENDING: usize = 64;
-
-/// The TCP connections that have not upgraded: plain HTTP (keep-alive
-/// included), or a handshake under way (README, HTTP endpoints). At most a
-/// tenth of `--max-connections` (at least [`MIN_PENDING`]) at once; a new one
-/// past that closes the oldest. A real client's handshake takes a round
-/// trip, so idle or slow connections are the ones that go, and keeping
-/// every place taken needs a flood of new connections, not a trickle.
-pub(crate) struct Pending {
-    limit: usize,
-    open: Mutex<PendingSet>,
-}
-
-#[derive(Default)]
-struct PendingSet {
-    next: u64,
-    /// Each connection's line to its task, oldest first: dropping it
-    /// closes that connection.
-    by_age: BTreeMap<u64, oneshot::Sender<()>>,
-}
-
-impl Pending {
-    pub(crate) fn new(max_connections: usize) -> Self {
-        Pending {
-            limit: (max_connections / 10).max(MIN_PENDING),
-            open: Mutex::default(),
-        }
-    }
-
-    /// How many connections have not upgraded now.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().by_age.len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PendingSet> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One connection counted in [`Pending`]; dropping it (the connection
-/// upgraded or ended) frees its place.
-pub(crate) struct PendingTicket {
-    app: Arc<App>,
-    id: u64,
-    evicted: oneshot::Receiver<()>,
-}
-
-impl PendingTicket {
-    /// Counts a connection just accepted, closing the oldest one not
-    /// upgraded if there is no room for it.
-    pub(crate) fn take(app: &Arc<App>) -> Self {
-        let (line, evicted) = oneshot::channel();
-        let mut open = app.pending.lock();
-        if open.by_age.len() >= app.pending.limit && open.by_age.pop_first().is_some() {
-            app.metrics.pending_evicted();
-        }
-        let id = open.next;
-        open.next += 1;
-        open.by_age.insert(id, line);
-        drop(open);
-        PendingTicket {
-            app: app.clone(),
-            id,
-            evicted,
-        }
-    }
-
-    /// Resolves once a newer connection has taken this one's place.
-    pub(crate) async fn evicted(&mut self) {
-        let _ = (&mut self.evicted).await;
-    }
-}
-
-impl Drop for PendingTicket {
-    fn drop(&mut self) {
-        self.app.pending.lock().by_age.remove(&self.id);
     }
 }
 

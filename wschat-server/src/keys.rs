@@ -4,17 +4,15 @@
 //! serve (unreadable, not a key, not fit for `--jwt-alg`) stops the start
 //! with one line (README, "Tokens from an identity provider").
 
+use std::error::Error;
+
 use tokio::task::JoinHandle;
 use tracing::info;
 use wschat_core::{JwtConfig, JwtKeys};
 
 use crate::Options;
+use crate::error::KeysError;
 use crate::jwks::{self, Fetcher};
-
-/// A key that cannot serve, or options that do not go together.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KeysError(String);
 
 /// The token rules the options describe, and the task that keeps a key set
 /// from a URL fresh (abort it to stop).
@@ -43,14 +41,10 @@ pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
     let keyed = options.jwt_public_key.is_some() || options.jwks.is_some();
     if !keyed {
         if !alg.is_hmac() {
-            return Err(KeysError(format!(
-                "--jwt-alg {alg} needs --jwt-public-key or --jwks (a shared secret signs HS256, HS384 or HS512)"
-            )));
+            return Err(KeysError::NoPublicKey(alg));
         }
         if options.jwt_optional && options.jwt_secret.is_none() {
-            return Err(KeysError(
-                "--jwt-optional needs a key: --jwt-secret, --jwt-public-key or --jwks".into(),
-            ));
+            return Err(KeysError::OptionalWithoutKey);
         }
         return Ok(Tokens {
             config: options.jwt(),
@@ -62,16 +56,15 @@ pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
             Some(_) => "--jwt-public-key",
             None => "--jwks",
         };
-        return Err(KeysError(format!(
-            "{option} needs --jwt-alg set to the key's algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA), not {alg}"
-        )));
+        return Err(KeysError::SecretAlg { option, alg });
     }
     if let Some(path) = &options.jwt_public_key {
-        let named = |e: &dyn std::fmt::Display| {
-            KeysError(format!("--jwt-public-key {}: {e}", path.display()))
+        let named = |e: Box<dyn Error + Send + Sync>| KeysError::PublicKey {
+            path: path.clone(),
+            source: e,
         };
-        let pem = std::fs::read(path).map_err(|e| named(&e))?;
-        let config = JwtConfig::public_key_pem(&pem, alg).map_err(|e| named(&e))?;
+        let pem = std::fs::read(path).map_err(|e| named(e.into()))?;
+        let config = JwtConfig::public_key_pem(&pem, alg).map_err(|e| named(e.into()))?;
         info!(path = %path.display(), %alg, "tokens are verified with a public key");
         return Ok(Tokens {
             config: Some(rules(options, config)),
@@ -79,20 +72,23 @@ pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
         });
     }
     let source = options.jwks.as_deref().unwrap_or_default();
-    let named = |e: &dyn std::fmt::Display| KeysError(format!("--jwks {source}: {e}"));
-    let keys = JwtKeys::new(alg).map_err(|e| named(&e))?;
+    let named = |e: Box<dyn Error + Send + Sync>| KeysError::KeySet {
+        name: source.to_owned(),
+        source: e,
+    };
+    let keys = JwtKeys::new(alg).map_err(|e| named(e.into()))?;
     let refresher = if is_url(source) {
-        let fetcher = Fetcher::new(source).map_err(|e| named(&e))?;
-        let body = fetcher.fetch().await.map_err(|e| named(&e))?;
-        let n = keys.replace(&body).map_err(|e| named(&e))?;
+        let fetcher = Fetcher::new(source).map_err(|e| named(e.into()))?;
+        let body = fetcher.fetch().await.map_err(|e| named(e.into()))?;
+        let n = keys.replace(&body).map_err(|e| named(e.into()))?;
         info!(url = fetcher.shown(), keys = n, %alg, "tokens are verified with a key set");
         Some(Refresher(tokio::spawn(jwks::refresh(
             fetcher,
             keys.clone(),
         ))))
     } else {
-        let body = std::fs::read(source).map_err(|e| named(&e))?;
-        let n = keys.replace(&body).map_err(|e| named(&e))?;
+        let body = std::fs::read(source).map_err(|e| named(e.into()))?;
+        let n = keys.replace(&body).map_err(|e| named(e.into()))?;
         info!(path = source, keys = n, %alg, "tokens are verified with a key set");
         None
     };

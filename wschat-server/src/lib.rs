@@ -8,63 +8,37 @@
 mod assets;
 pub mod cli;
 mod connection;
+mod error;
 mod http;
 mod jwks;
 pub mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
-mod rotate;
-pub mod shutdown;
+mod server;
+pub mod signals;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tracing::{debug, info, warn};
-use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, LogError, Room};
+use tracing::{info, warn};
+use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, Room};
 
 pub use cli::{Cli, Command, Options};
-pub use redis_log::BackplaneError;
+pub use error::{BackplaneError, KeysError, ServerError};
 
 use assets::Assets;
 use connection::Limits;
-use http::{App, Pending, PendingTicket};
 use metrics::Metrics;
-
-/// Request heads larger than this get `431` (README, HTTP endpoints); hyper
-/// reads no more than this into a connection's buffer.
-const MAX_HEAD: usize = 16 * 1024;
+use server::{App, Pending};
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
-
-/// Why the server could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The listener's address could not be read.
-    #[error("listener: {0}")]
-    Listener(#[source] std::io::Error),
-    /// The archive could not be opened or read.
-    #[error("archive {}", .0.to_string().trim_start_matches("log: "))]
-    Archive(#[source] LogError),
-    /// The Redis backplane could not start.
-    #[error(transparent)]
-    Backplane(#[from] redis_log::BackplaneError),
-    /// A token key could not be loaded or does not fit its algorithm.
-    #[error(transparent)]
-    Keys(#[from] keys::KeysError),
-}
 
 /// The room the options describe: `jwt`'s token rules, its archive, if
 /// one is configured, and with `--redis` the stream as its shared log,
@@ -148,7 +122,7 @@ pub async fn run(
     }
     let (room, link) = build_room(&options, config).await?;
     let archived = options.archive.is_some() || options.archive_dir.is_some();
-    let rotation = tokio::spawn(rotate::on_hangup(room.clone(), archived));
+    let rotation = tokio::spawn(signals::on_hangup(room.clone(), archived));
     let metrics = Arc::new(Metrics::new());
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);
@@ -161,7 +135,7 @@ pub async fn run(
             ping_interval: options.ping_interval(),
             idle_timeout: options.idle_timeout(),
         },
-        ws_config: ws_config(&options),
+        ws_config: server::ws_config(&options),
         assets: options
             .static_dir
             .clone()
@@ -182,7 +156,7 @@ pub async fn run(
     // Accepting runs as a task, not on the thread that awaits `run`: a
     // connection task it spawns then starts on a worker's own queue
     // instead of waking a worker through the shared one.
-    let accepting = tokio::spawn(accept(listener, app.clone()));
+    let accepting = tokio::spawn(server::accept(listener, app.clone()));
     shutdown.await;
     info!("shutting down");
     let _ = stop.send(true);
@@ -231,68 +205,4 @@ fn total_memory() -> Option<u64> {
         .parse()
         .ok()?;
     kib.checked_mul(1024)
-}
-
-/// Accepts connections until the server shuts down, then drops the
-/// listener.
-async fn accept(listener: TcpListener, app: Arc<App>) {
-    let mut stopped = app.shutdown.clone();
-    loop {
-        tokio::select! {
-            () = shutdown::requested(&mut stopped) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    // Counted here, in the order accepted, so the oldest
-                    // is the one that goes when there is no room.
-                    let pending = PendingTicket::take(&app);
-                    tokio::spawn(serve_tcp(app.clone(), tcp, peer, pending));
-                }
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off and
-                    // let connections close rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-/// Serves one TCP connection's HTTP until it upgrades, ends, times out
-/// (`--handshake-timeout`), makes room for a newer one or the server shuts
-/// down.
-async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending: PendingTicket) {
-    let _ = tcp.set_nodelay(true);
-    let limit = app.options.handshake_timeout();
-    let mut stopped = app.shutdown.clone();
-    let service = {
-        let app = app.clone();
-        service_fn(move |req| http::handle(app.clone(), req, peer))
-    };
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .max_header_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(tcp), service)
-        .with_upgrades();
-    tokio::select! {
-        served = timeout(limit, conn) => match served {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(%peer, error = %e, "http connection error"),
-            Err(_) => debug!(%peer, "handshake timeout"),
-        },
-        () = pending.evicted() => debug!(%peer, "closed to make room for a newer connection"),
-        _ = shutdown::requested(&mut stopped) => {}
-    }
-}
-
-/// tungstenite's buffers and limits for one connection. The read buffer
-/// is allocated up front for every connection, so it is small (256 bytes:
-/// 1 KiB cost 0.7 KiB more per idle connection); chat frames are small,
-/// and a large one is read in several calls.
-fn ws_config(options: &Options) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(256)
-        .write_buffer_size(16 * 1024)
-        .max_message_size(Some(options.max_message_bytes))
-        .max_frame_size(Some(options.max_message_bytes))
 }

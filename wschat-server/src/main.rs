@@ -34,7 +34,7 @@ fn serve(options: Options) -> Result<(), String> {
     raise_open_file_limit(options.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     let served = runtime.block_on(async {
-        let stop = wschat_server::shutdown::signal();
+        let stop = wschat_server::signals::shutdown();
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 use wschat_core::{Ack, Frame, LogError, Room, SharedLog, Stamped};
 
+use crate::error::BackplaneError;
 use crate::metrics::Metrics;
 
 /// The stream keeps at least this many messages (more with `--history`),
@@ -77,17 +78,6 @@ return 'ok'
 ";
 /// The stream entry field that holds a message.
 const FIELD: &str = "m";
-
-/// Why the backplane could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BackplaneError {
-    /// The URL is not a Redis URL.
-    #[error("--redis: {0}")]
-    Url(#[source] redis::RedisError),
-    /// Redis did not answer at start.
-    #[error("cannot reach Redis: {0}")]
-    Unreachable(#[source] redis::RedisError),
-}
 
 /// The room's side of the stream: queues messages for the writer task, and
 /// reads the stream back by cursor.

@@ -1,11 +1,11 @@
 //! The binary as an operator meets it: bad configuration, signals.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, spawn_binary, spawn_binary_logging};
+use crate::common::{signal, spawn_binary, spawn_binary_logging};
 
 fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat-server"));

@@ -1,9 +1,7 @@
 //! Hundreds of malformed frames thrown at a real server: each gets an
 //! answer or a close, never a crash, and a fresh client still chats.
 
-mod common;
-
-use common::{TestServer, chat};
+use crate::common::{TestServer, chat};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::tungstenite::Message;

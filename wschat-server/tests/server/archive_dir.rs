@@ -2,14 +2,12 @@
 //! README, Archive): written before relay, one file per UTC day of `tim`,
 //! read back across days at start.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT, chat, free_port, signal, spawn_binary};
+use crate::common::{Client, WAIT, chat, free_port, signal, spawn_binary};
 
 /// An empty directory of this test's own (its parent exists, it does not).
 fn temp_dir(name: &str) -> PathBuf {

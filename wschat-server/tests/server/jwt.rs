@@ -1,8 +1,6 @@
 //! JWT mode through a real server: every way a token can be right or wrong.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use wschat_core::{Jwt, JwtAlg, JwtConfig};

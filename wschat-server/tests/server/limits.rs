@@ -1,11 +1,9 @@
 //! Holding up on the open internet: size and rate limits, slow clients,
 //! keepalive, handshake timeout, connection limit and origin checks.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, WAIT, chat};
+use crate::common::{TestServer, WAIT, chat};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

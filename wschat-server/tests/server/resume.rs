@@ -1,12 +1,12 @@
 //! Resume by cursor and the archive over HTTP (README, "Resume"), through
 //! the real server and real clients.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Client, TestServer, chat, spawn_binary};
+use crate::common::{Client, TestServer, chat, spawn_binary};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,14 +1,14 @@
-//! The archive (contract section 8): written before relay, read back at
+//! The archive (README, Archive): written before relay, read back at
 //! start, robust to torn lines, rotated by SIGHUP, failing loudly.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, chat, signal, spawn_binary};
+use crate::common::{TestServer, chat, signal, spawn_binary};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

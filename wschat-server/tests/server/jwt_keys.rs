@@ -2,8 +2,8 @@
 //! (`--jwt-public-key`), a key set from a file or a URL (`--jwks`), issuer
 //! and audience, `--jwt-optional`, and every bad start.
 
-mod common;
-#[path = "../../wschat-core/tests/support/keys.rs"]
+use crate::common;
+#[path = "../../../wschat-core/tests/support/keys.rs"]
 mod keys;
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, chat, spawn_binary};
+use crate::common::{Client, TestServer, chat, spawn_binary};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use keys::{ASYMMETRIC, TestKey, jwks};
 use serde_json::json;

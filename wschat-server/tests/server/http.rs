@@ -2,11 +2,9 @@
 //! security headers, caching validators, and the bounds on request heads
 //! and on connections that have not upgraded.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Answer, TestServer, WAIT, chat, http_get, http_request, raw_exchange};
+use crate::common::{Answer, TestServer, WAIT, chat, http_get, http_request, raw_exchange};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -109,7 +107,7 @@ fn assert_lines<L: AsRef<str>>(text: &str, lines: impl IntoIterator<Item = L>) {
 /// The error codes the README's table lists (README, Errors and close
 /// codes), with `muted`, which moderation brings.
 fn documented_codes() -> Vec<String> {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let mut codes: Vec<String> = readme
         .lines()
         .skip_while(|l| *l != "| `err` | when |")

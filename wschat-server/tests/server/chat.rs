@@ -1,9 +1,9 @@
 //! Chat end to end: relay, stamping, fields, ordering, errors and history,
 //! through a real server and real WebSocket clients.
 
-mod common;
+use crate::common;
 
-use common::{TestServer, chat};
+use crate::common::{TestServer, chat};
 use serde_json::Value;
 
 const UNLIMITED: &[&str] = &["--rate", "0"];

@@ -1,5 +1,4 @@
 //! Test helpers: a real server on a free port, real WebSocket clients.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

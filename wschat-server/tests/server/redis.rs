@@ -1,13 +1,11 @@
 //! Several instances sharing one room through a real `redis-server`
-//! (contract section 7).
-
-mod common;
+//! (README, "Several instances (Redis)").
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, WAIT, chat, free_port};
+use crate::common::{Client, TestServer, WAIT, chat, free_port};
 use serde_json::Value;
 
 /// A redis-server on a free port, without persistence; killed when dropped.
@@ -515,7 +513,7 @@ async fn tim_strictly_increases_across_instances_whose_clocks_disagree() {
     let ahead = TestServer::start(&args).await;
     // The other instance's clock is 30 s behind (libfaketime, from
     // Debian's faketime; timers keep the real monotonic clock).
-    let (mut behind, behind_addr, _) = common::spawn_binary_with_env(
+    let (mut behind, behind_addr, _) = crate::common::spawn_binary_with_env(
         &args,
         &[
             (

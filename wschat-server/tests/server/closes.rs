@@ -4,11 +4,11 @@
 //! and close codes), so unread input never makes the kernel reset the
 //! connection before the client has read why it was closed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use crate::common::{TestServer, WAIT};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
