@@ -83,30 +83,41 @@ pub(crate) enum Start {
 /// How many messages a catch-up reads and sends at a time.
 const CATCH_UP_PAGE: usize = 256;
 
-/// Serves one upgraded connection until it ends.
-pub(crate) async fn serve<S>(
-    mut ws: WebSocketStream<S>,
+/// Makes the connection a member: at once, or after catching a resuming
+/// client up. When that fails the connection is closed (with a close
+/// frame, when the server ends it) and why is returned.
+pub(crate) async fn join<S>(
+    ws: &mut WebSocketStream<S>,
     start: Start,
     limits: &Limits,
     metrics: &Metrics,
-) -> Ended
+) -> Result<Member, Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let member = match start {
-        Start::Member(member) => Ok(member),
-        Start::CatchUp(catch_up) => {
-            Box::pin(catch_up_then_join(&mut ws, catch_up, limits, metrics)).await
-        }
+    let catch_up = match start {
+        Start::Member(member) => return Ok(member),
+        Start::CatchUp(catch_up) => catch_up,
     };
-    let (mut ws, ended) = match member {
-        Ok(member) => Box::pin(serve_member(ws, member, limits, metrics)).await,
-        Err(ended) => (ws, ended),
+    let ended = match Box::pin(catch_up_then_join(ws, catch_up, limits, metrics)).await {
+        Ok(member) => return Ok(member),
+        Err(ended) => ended,
     };
     if let Ended::Closed(code, reason) = &ended {
-        Box::pin(close(&mut ws, *code, reason)).await;
+        Box::pin(close(ws, *code, reason)).await;
     }
-    ended
+    Err(ended)
+}
+
+/// Closes the connection as README, "Errors and close codes" says, when
+/// the server ended it; after [`serve`], once the member has left.
+pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, ended: &Ended)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Ended::Closed(code, reason) = ended {
+        Box::pin(close(ws, *code, reason)).await;
+    }
 }
 
 /// Sends what came after a resuming client's cursor, a page at a time at
@@ -167,12 +178,18 @@ where
 }
 
 /// Serves a joined member until the connection ends.
-async fn serve_member<S>(
-    mut ws: WebSocketStream<S>,
-    mut member: Member,
+///
+/// Takes the socket and the member by reference: the caller's task holds
+/// them, once, for the connection's whole life, and this future adds only
+/// the loop's own state. (Passed by value into an `async fn` they would be
+/// stored twice, as its argument and as the local moved from it: what a
+/// waiting connection costs is mostly this future, README "Performance".)
+pub(crate) async fn serve<S>(
+    ws: &mut WebSocketStream<S>,
+    member: &mut Member,
     limits: &Limits,
     metrics: &Metrics,
-) -> (WebSocketStream<S>, Ended)
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -185,7 +202,7 @@ where
     // Publishes awaiting their commit, answered in order (a `VecDeque`
     // allocates nothing until used: idle connections stay small).
     let mut in_flight: VecDeque<Publish> = VecDeque::new();
-    let ended = loop {
+    loop {
         tokio::select! {
             // Shutdown closes the room: what is queued is written, then
             // `recv` says `Closed`.
@@ -195,22 +212,22 @@ where
                     // task then holds only the small waiting state.
                     let idle_at = last_seen + limits.idle_timeout;
                     let written =
-                        Box::pin(write_queued(&mut ws, &mut member, frame, metrics, idle_at));
+                        Box::pin(write_queued(ws, member, frame, metrics, idle_at));
                     if let Err(ended) = written.await {
-                        break ended;
+                        return ended;
                     }
                 }
-                Err(RecvError::TooSlow) => break too_slow(metrics),
-                Err(_) => break Ended::Closed(CloseCode::Away, "server shutting down"),
+                Err(RecvError::TooSlow) => return too_slow(metrics),
+                Err(_) => return Ended::Closed(CloseCode::Away, "server shutting down"),
             },
             outcome = next_outcome(&mut in_flight), if !in_flight.is_empty() => {
                 if let Some(err) = answer(outcome, metrics) {
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
                     let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    let sent = unless_stalled(sent, member, metrics, idle_at);
                     if let Err(ended) = Box::pin(sent).await {
-                        break ended;
+                        return ended;
                     }
                 }
             }
@@ -219,18 +236,18 @@ where
                 pinged = false;
                 let reply = match incoming {
                     None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
-                        break Ended::ByClient;
+                        return Ended::ByClient;
                     }
                     Some(Err(WsError::Capacity(_))) => {
-                        break Ended::Closed(CloseCode::Size, "message too large");
+                        return Ended::Closed(CloseCode::Size, "message too large");
                     }
                     Some(Err(WsError::Utf8(_))) => {
-                        break Ended::Closed(CloseCode::Invalid, "invalid UTF-8 in a text frame");
+                        return Ended::Closed(CloseCode::Invalid, "invalid UTF-8 in a text frame");
                     }
                     Some(Err(WsError::Protocol(_))) => {
-                        break Ended::Closed(CloseCode::Protocol, "protocol error");
+                        return Ended::Closed(CloseCode::Protocol, "protocol error");
                     }
-                    Some(Err(e)) => break Ended::Error(e),
+                    Some(Err(e)) => return Ended::Error(e),
                     Some(Ok(Message::Text(text))) => {
                         metrics.received();
                         let mut publish = member.publish(&text);
@@ -256,32 +273,31 @@ where
                     metrics.rejected(&err);
                     let sent = ws.send(text_message(err.to_frame()));
                     let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    let sent = unless_stalled(sent, member, metrics, idle_at);
                     if let Err(ended) = Box::pin(sent).await {
-                        break ended;
+                        return ended;
                     }
                 }
             }
             () = &mut keepalive => {
                 let now = Instant::now();
                 if now >= last_seen + limits.idle_timeout {
-                    break idle();
+                    return idle();
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
                     let sent = ws.send(Message::Ping(Default::default()));
                     let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, &member, metrics, idle_at);
+                    let sent = unless_stalled(sent, member, metrics, idle_at);
                     if let Err(ended) = Box::pin(sent).await {
-                        break ended;
+                        return ended;
                     }
                 }
                 let next = if pinged { limits.idle_timeout } else { limits.ping_interval };
                 keepalive.as_mut().reset(last_seen + next);
             }
         }
-    };
-    (ws, ended)
+    }
 }
 
 /// The outcome of the oldest publish in flight, once it is known.

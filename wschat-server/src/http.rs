@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -22,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
+use wschat_core::Member;
 
 use crate::assets::Body;
 use crate::connection::{self, Start};
@@ -158,33 +160,13 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         Some((since, text)) => Start::CatchUp(app.room.catch_up(since, &text)),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                debug!(%peer, error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let app = &slot.app;
-        // Back to the bare TcpStream that hyper boxed when it handed the
-        // socket over, so no layer sits under every read and write. The
-        // read buffer is copied out and let go at once: even empty, it
-        // holds on to hyper's whole 8 KiB buffer.
-        let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
-            Err(_) => {
-                warn!(%peer, "upgraded connection is not a TCP stream");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config))
-            .await;
-        info!(%peer, "connection opened");
-        let ended = connection::serve(ws, start, &app.limits, &app.metrics).await;
-        info!(%peer, %ended, "connection closed");
-        drop(slot);
+    let setup = Box::new(Setup {
+        on_upgrade,
+        start,
+        slot,
+        peer,
     });
+    tokio::spawn(serve_upgraded(setup));
     let mut response = Response::new(Either::Left(Full::default()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -194,6 +176,86 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// What an accepted upgrade needs until hyper hands the socket over.
+struct Setup {
+    on_upgrade: OnUpgrade,
+    start: Start,
+    slot: ConnectionSlot,
+    peer: SocketAddr,
+}
+
+/// A WebSocket connection once it is open and joined, as its task holds
+/// it for the connection's life.
+struct Open {
+    ws: WebSocketStream<TcpStream>,
+    member: Member,
+    slot: ConnectionSlot,
+    peer: SocketAddr,
+}
+
+/// An upgraded connection's task. Its future is most of what a waiting
+/// connection costs (README, Performance), so it holds each part once:
+/// the setup by pointer until the socket is open (the opening is boxed,
+/// and freed once done), then the open connection, and the serving loop's
+/// own state beside it.
+async fn serve_upgraded(setup: Box<Setup>) {
+    let Some(mut open) = Box::pin(open(setup)).await else {
+        return;
+    };
+    let app = &open.slot.app;
+    let ended = connection::serve(&mut open.ws, &mut open.member, &app.limits, &app.metrics).await;
+    // Out of the room before the close handshake's linger.
+    drop(open.member);
+    connection::finish(&mut open.ws, &ended).await;
+    info!(peer = %open.peer, %ended, "connection closed");
+}
+
+/// Waits for hyper to hand the socket over, starts the WebSocket on it
+/// and joins (catching a resuming client up); `None` when the connection
+/// ended meanwhile.
+async fn open(setup: Box<Setup>) -> Option<Open> {
+    let Setup {
+        on_upgrade,
+        start,
+        slot,
+        peer,
+    } = *setup;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            debug!(%peer, error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    let app = &slot.app;
+    // Back to the bare TcpStream that hyper boxed when it handed the
+    // socket over, so no layer sits under every read and write. The
+    // read buffer is copied out and let go at once: even empty, it
+    // holds on to hyper's whole 8 KiB buffer.
+    let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
+        Err(_) => {
+            warn!(%peer, "upgraded connection is not a TCP stream");
+            return None;
+        }
+    };
+    let mut ws =
+        WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config)).await;
+    info!(%peer, "connection opened");
+    match connection::join(&mut ws, start, &app.limits, &app.metrics).await {
+        Ok(member) => Some(Open {
+            ws,
+            member,
+            slot,
+            peer,
+        }),
+        Err(ended) => {
+            info!(%peer, %ended, "connection closed");
+            None
+        }
+    }
 }
 
 /// `400` with a JSON `{"err", "detail"}` body.
