@@ -2,7 +2,9 @@
 # Runs the same loads against wschat, a Node.js `ws` relay and a bare
 # tokio-tungstenite relay (`bare_relay.rs`: wschat's transport without its
 # work, the ceiling), alternately, and prints a table of medians with the
-# ratios wschat/peer.
+# ratios wschat/peer. The fan-out at 1k listeners also runs the bare relay
+# with frames as long as wschat's on the wire (wschat adds `tim`, 39
+# bytes, to each 100-byte message), to tell the bytes from the work.
 #
 #   examples/bench/compare.sh [PASSES]      (default 3)
 #
@@ -11,8 +13,10 @@
 # --rate 0 (no publish limit), --max-connections 25000, --send-queue 65536
 # and RUST_LOG=warn (no per-connection log lines). Takes about 6 minutes a
 # pass. When it is done, examples/bench/results/compare/ holds the run:
-# the table (table.txt), when and where it ran (run.txt), and each load's
-# JSON report and logs.
+# the table (table.txt), when and where it ran and the machine's load
+# (run.txt), each load's JSON report and logs and, with gnuplot
+# installed, two charts: deliveries.svg (fan-out at 1k listeners) and
+# latency.svg (the latency distribution at 10k listeners).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PASSES=${1:-3}
@@ -38,7 +42,7 @@ start() { # name -> sets PID, PORT
     wschat) RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$PORT" --rate 0 --max-connections 25000 \
               --send-queue 65536 2>"$OUT/$1.log" & ;;
     node)   node "$NODE_DIR/node-relay.js" "$PORT" 2>"$OUT/$1.log" & ;;
-    bare)   "$BARE" "127.0.0.1:$PORT" 2>"$OUT/$1.log" & ;;
+    bare*)  "$BARE" "127.0.0.1:$PORT" 2>"$OUT/$1.log" & ;;
   esac
   PID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return; sleep 0.1; done
@@ -56,9 +60,9 @@ run_load() { # load name server -> json file
   local url="ws://127.0.0.1:$PORT/"
   case $load in
     fanout1k) "$LOADGEN" fanout --url "$url" --pid "$PID" --json --listeners 1000 --publishers 1 \
-                --size 100 --in-flight 1000 --duration 10 ;;
+                --size "$([ "$name" = bare139 ] && echo 139 || echo 100)" --in-flight 1000 --duration 10 ;;
     fanout10k) "$LOADGEN" fanout --url "$url" --pid "$PID" --json --sources "$SOURCES" \
-                --listeners 10000 --publishers 1 --rate 10 --duration 10 ;;
+                --listeners 10000 --publishers 1 --rate 10 --duration 10 --latency-histogram ;;
     idle10k) "$LOADGEN" idle --url "$url" --pid "$PID" --json --sources "$SOURCES" \
                 --connections 10000 --hold 3 ;;
     connect) "$LOADGEN" connect --url "$url" --pid "$PID" --json \
@@ -69,21 +73,25 @@ run_load() { # load name server -> json file
 
 LOADS="fanout1k fanout10k idle10k connect"
 SERVERS="wschat node bare"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for pass in $(seq "$PASSES"); do
   for load in $LOADS; do
-    for name in $SERVERS; do
+    servers=$SERVERS
+    [ "$load" = fanout1k ] && servers="$SERVERS bare139"
+    for name in $servers; do
       echo "pass $pass: $load on $name" >&2
       run_load "$load" "$name" "$pass"
     done
   done
 done
 
-echo "examples/bench/compare.sh $PASSES, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr)" >"$OUT/run.txt"
+echo "examples/bench/compare.sh $PASSES, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr); load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/run.txt"
 python3 - "$OUT" "$PASSES" "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import json, statistics, sys, os
 out, passes, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [
     ("fanout1k", "deliveries_per_s", "1k listeners, max rate: deliveries/s", True),
+    ("fanout1k", "efficiency", "  the same: deliveries per server CPU-s", True),
     ("fanout1k", "lost", "1k listeners: lost", None),
     ("fanout10k", "latency_p99_ms", "10k listeners, 10 msg/s: p99 ms", False),
     ("fanout10k", "lost", "10k listeners: lost", None),
@@ -96,7 +104,12 @@ def med(load, name, key):
     for p in range(1, passes + 1):
         path = os.path.join(out, f"{load}.{name}.{p}.json")
         try:
-            v = json.load(open(path)).get(key)
+            report = json.load(open(path))
+            if key == "efficiency":
+                cpu = report.get("server_cpu_pct")
+                v = report["deliveries_per_s"] / (cpu / 100) if cpu else None
+            else:
+                v = report.get(key)
         except Exception:
             v = None
         if isinstance(v, (int, float)):
@@ -108,6 +121,56 @@ ratio = lambda w, p: f"{w / p:.2f}x" if w is not None and p else "-"
 for load, key, label, _ in rows:
     w, n, b = (med(load, name, key) for name in ("wschat", "node", "bare"))
     print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio(w, n):>12} {fmt(b):>12} {ratio(w, b):>12}")
+b139 = [med("fanout1k", "bare139", k) for k in ("deliveries_per_s", "efficiency")]
+w = [med("fanout1k", "wschat", k) for k in ("deliveries_per_s", "efficiency")]
+print(f"{'bare relay, 139-byte frames (as long as wschat sends): deliveries/s':<70} {fmt(b139[0]):>12}  wschat/that: {ratio(w[0], b139[0])}")
+print(f"{'  the same: deliveries per server CPU-s':<70} {fmt(b139[1]):>12}  wschat/that: {ratio(w[1], b139[1])}")
 print(f"(medians of {passes} alternating passes; raw results in {results})")
+# Data for the charts.
+with open(os.path.join(out, "deliveries.dat"), "w") as f:
+    for name, label in (("wschat", "wschat"), ("bare", "bare relay"), ("bare139", "bare relay, wschat-sized frames"), ("node", "node ws")):
+        v = med("fanout1k", name, "deliveries_per_s")
+        if v:
+            f.write(f'"{label}" {v / 1e6:.3f}\n')
+for name in ("wschat", "node", "bare"):
+    hist = {}
+    for p in range(1, passes + 1):
+        try:
+            pairs = json.load(open(os.path.join(out, f"fanout10k.{name}.{p}.json"))).get("latency_histogram_us") or []
+        except Exception:
+            pairs = []
+        for v, c in pairs:
+            hist[v] = hist.get(v, 0) + c
+    total, seen = sum(hist.values()), 0
+    with open(os.path.join(out, f"latency.{name}.dat"), "w") as f:
+        for v in sorted(hist):
+            seen += hist[v]
+            f.write(f"{v / 1000:.3f} {100 * seen / total:.4f}\n")
 PY
+if command -v gnuplot >/dev/null; then
+  gnuplot <<GP
+set terminal svg size 720,360 dynamic font "sans,12" background "white"
+set output "$OUT/deliveries.svg"
+set title "1,000 listeners, 1 publisher, 100-byte messages: deliveries/s (millions, medians of $PASSES)"
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+set yrange [0:*]
+set grid ytics
+unset key
+set xtics nomirror noenhanced
+plot "$OUT/deliveries.dat" using 0:2:xtic(1) with boxes lc rgb "#4472c4", \
+     "" using 0:2:(sprintf("%.2f", \$2)) with labels offset 0,0.8 notitle
+set output "$OUT/latency.svg"
+set title "10,000 listeners, 10 messages/s: latency distribution (all passes)"
+set xlabel "latency, ms (log scale)"
+set ylabel "deliveries received within it, %"
+set logscale x
+set yrange [0:100]
+set key bottom right
+set grid xtics ytics
+plot "$OUT/latency.wschat.dat" using 1:2 with lines lw 2 title "wschat", \
+     "$OUT/latency.bare.dat" using 1:2 with lines lw 2 title "bare relay", \
+     "$OUT/latency.node.dat" using 1:2 with lines lw 2 title "node ws"
+GP
+fi
 rm -rf "$RESULTS" && mkdir -p "$RESULTS" && cp -r "$OUT"/. "$RESULTS"/

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::progress;
+
 /// One server to connect to.
 struct Endpoint {
     addr: SocketAddr,
@@ -351,7 +353,11 @@ pub async fn connect_many(
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
         .map(|_| {
             let target = target.clone();
-            async move { target.connect().await }
+            async move {
+                let ws = target.connect().await?;
+                progress::OPENED.fetch_add(1, Ordering::Relaxed);
+                Ok(ws)
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

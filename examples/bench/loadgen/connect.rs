@@ -9,6 +9,7 @@ use clap::Args;
 use crate::Common;
 use crate::client::Target;
 use crate::procfs::CpuMeter;
+use crate::progress;
 use crate::report::{Report, round1};
 
 #[derive(Args, Clone, Debug)]
@@ -30,22 +31,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
     let cpu = CpuMeter::start(args.common.pid);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.duration);
-    let progress = {
-        let ok = ok.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            while Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = ok.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>4.0}s] handshakes {now:>10}  ({:>8}/s)",
-                    start.elapsed().as_secs_f64(),
-                    now - last
-                );
-                last = now;
-            }
-        })
-    };
+    progress::phase("connecting and closing");
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (target, ok, failed) = (target.clone(), ok.clone(), failed.clone());
@@ -55,6 +41,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
                 match target.handshake().await {
                     Ok(upgraded) => {
                         ok.fetch_add(1, Ordering::Relaxed);
+                        progress::OPENED.fetch_add(1, Ordering::Relaxed);
                         upgraded.close().await;
                     }
                     Err(e) => {
@@ -74,7 +61,6 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let _ = progress.await;
     let (own_cpu, server_cpu) = cpu.stop();
     let handshakes = ok.load(Ordering::Relaxed);
     // Percent of a core over `secs`, as µs of CPU per handshake.

@@ -3,7 +3,7 @@
 //! loss and duplicates per publisher and record the latency.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use crate::Common;
 use crate::client::{Frame, Target, Ws, connect_many};
 use crate::procfs::{CpuMeter, rss_kib};
+use crate::progress;
 use crate::report::{Report, round1};
 
 #[derive(Args, Clone, Debug)]
@@ -47,9 +48,23 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 0)]
     publisher_offset: usize,
     /// Publishers over all processes (default: this process's); listeners
-    /// check order and gaps for all of them, completeness for their own.
+    /// check order and gaps for all of them, completeness for their own,
+    /// and (as the others' last messages may come later) listen for the
+    /// whole drain time; the script that runs them checks the sum of
+    /// deliveries.
     #[arg(long)]
     total_publishers: Option<usize>,
+    /// Start publishing at this time (Unix seconds) rather than once
+    /// connected, so that several processes sharing one load publish over
+    /// the same window; `late_start_s` in the report says by how much
+    /// connecting overran it.
+    #[arg(long)]
+    start_at: Option<f64>,
+    /// Add the whole latency distribution to the report, as
+    /// `latency_histogram_us`: `[microseconds, count]` pairs, for charts
+    /// and for merging several processes' distributions exactly.
+    #[arg(long)]
+    latency_histogram: bool,
 }
 
 /// What one listener saw.
@@ -103,18 +118,14 @@ fn number(text: &[u8]) -> Option<(u64, &[u8])> {
 
 pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let target = Arc::new(Target::new(&args.common.url, &args.common.sources)?);
-    eprintln!(
-        "connecting {} listeners and {} publishers…",
-        args.listeners, args.publishers
-    );
+    progress::phase("connecting");
     let listeners = connect_many(&target, args.listeners, 200).await?;
     let publishers = connect_many(&target, args.publishers.max(1), 50).await?;
     let p = publishers.len();
     let offset = args.publisher_offset;
     let total = args.total_publishers.unwrap_or(offset + p).max(offset + p);
+    let shared = total > p;
 
-    let delivered = Arc::new(AtomicU64::new(0));
-    let sent_total = Arc::new(AtomicU64::new(0));
     // The final sent count per publisher, once publishing has stopped.
     let (final_tx, final_rx) = watch::channel::<Option<Arc<Vec<u64>>>>(None);
 
@@ -126,9 +137,19 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
             offset,
             p,
             args.drain,
-            delivered.clone(),
+            shared,
             final_rx.clone(),
         )));
+    }
+    let mut late_start_s = None;
+    if let Some(at) = args.start_at {
+        let wait = at - now_ns() as f64 / 1e9;
+        if wait > 0.0 {
+            progress::phase("waiting for --start-at");
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        } else {
+            late_start_s = Some(round1(-wait));
+        }
     }
     let cpu = CpuMeter::start(args.common.pid);
     let start = Instant::now();
@@ -144,15 +165,9 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
             per_publisher_rate,
             window,
             deadline,
-            sent_total.clone(),
         )));
     }
-    let stop_progress = Arc::new(AtomicBool::new(false));
-    let progress = tokio::spawn(progress_line(
-        delivered.clone(),
-        sent_total.clone(),
-        stop_progress.clone(),
-    ));
+    progress::phase("publishing");
 
     let mut sent = Vec::with_capacity(p);
     let mut publisher_errors = 0;
@@ -165,17 +180,18 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     // not publishing time.
     let publish_secs = (deadline - start).as_secs_f64();
     let _ = final_tx.send(Some(Arc::new(sent.clone())));
+    progress::phase("draining");
 
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(args.drain);
     let mut seen = Vec::with_capacity(listener_tasks.len());
     for task in listener_tasks {
-        match tokio::time::timeout_at(drain_until + Duration::from_secs(1), task).await {
+        // Listeners end by themselves at the drain's end; the slack is for
+        // thousands of them closing at once on a busy machine.
+        match tokio::time::timeout_at(drain_until + Duration::from_secs(10), task).await {
             Ok(Ok(s)) => seen.push(s),
             _ => return Err("a listener did not finish".into()),
         }
     }
-    stop_progress.store(true, Ordering::Relaxed);
-    let _ = progress.await;
     let (own_cpu, server_cpu) = cpu.stop();
 
     let sent_sum: u64 = sent.iter().sum();
@@ -203,6 +219,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let mut report = Report::new("fanout", args.common.json);
     report
         .add("listeners", seen.len())
+        .add("late_start_s", late_start_s)
         .add("publishers", p)
         .add("message_bytes", args.size)
         .add("published", sent_sum)
@@ -220,24 +237,14 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
         .add("loadgen_cpu_pct", round1(own_cpu))
         .add("server_cpu_pct", server_cpu.map(round1))
         .add("server_rss_kib", args.common.pid.and_then(rss_kib));
-    Ok(report)
-}
-
-async fn progress_line(delivered: Arc<AtomicU64>, sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
-    let start = Instant::now();
-    let mut last = 0;
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = delivered.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>4.0}s] published {:>10}  delivered {:>12}  ({:>10}/s)",
-            start.elapsed().as_secs_f64(),
-            sent.load(Ordering::Relaxed),
-            now,
-            now - last
-        );
-        last = now;
+    if args.latency_histogram {
+        let pairs: Vec<serde_json::Value> = latency
+            .iter_recorded()
+            .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect();
+        report.add("latency_histogram_us", pairs);
     }
+    Ok(report)
 }
 
 /// Sends until `deadline`, keeping at most `window` messages unechoed;
@@ -249,7 +256,6 @@ async fn publish(
     rate: f64,
     window: u64,
     deadline: Instant,
-    sent_total: Arc<AtomicU64>,
 ) -> (u64, u64) {
     let Ws { mut reader, writer } = ws;
     let echoed = Arc::new(AtomicU64::new(0));
@@ -310,7 +316,7 @@ async fn publish(
             break;
         }
         sent += n;
-        sent_total.fetch_add(n, Ordering::Relaxed);
+        progress::PUBLISHED.fetch_add(n, Ordering::Relaxed);
     }
     // Give the echoes a moment, then stop reading.
     let settle = Instant::now() + Duration::from_secs(2);
@@ -330,7 +336,7 @@ async fn listen(
     own_from: usize,
     own_count: usize,
     drain_secs: u64,
-    delivered: Arc<AtomicU64>,
+    shared: bool,
     final_sent: watch::Receiver<Option<Arc<Vec<u64>>>>,
 ) -> Seen {
     let Ws { mut reader, writer } = ws;
@@ -359,6 +365,7 @@ async fn listen(
     tokio::pin!(drain);
     loop {
         if let Some(sent) = &expected
+            && !shared
             && next[own_from..]
                 .iter()
                 .zip(sent.iter())
@@ -390,7 +397,7 @@ async fn listen(
                             seen.last = Some(Instant::now());
                             unreported += 1;
                             if unreported == 256 {
-                                delivered.fetch_add(unreported, Ordering::Relaxed);
+                                progress::SEEN.fetch_add(unreported, Ordering::Relaxed);
                                 unreported = 0;
                             }
                         }
@@ -414,7 +421,7 @@ async fn listen(
             () = &mut drain => break,
         }
     }
-    delivered.fetch_add(unreported, Ordering::Relaxed);
+    progress::SEEN.fetch_add(unreported, Ordering::Relaxed);
     writer.close().await;
     seen
 }

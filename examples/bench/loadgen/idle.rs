@@ -8,6 +8,7 @@ use clap::Args;
 use crate::Common;
 use crate::client::{Target, connect_many};
 use crate::procfs::{CpuMeter, rss_kib};
+use crate::progress;
 use crate::report::{Report, round1};
 
 #[derive(Args, Clone, Debug)]
@@ -31,13 +32,10 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     let before = pid.and_then(rss_kib);
     let cpu = CpuMeter::start(pid);
     let start = Instant::now();
+    progress::phase("connecting");
     let held = connect_many(&target, args.connections, args.concurrency).await?;
     let connect_secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "{} connections open after {connect_secs:.1} s; holding {} s…",
-        held.len(),
-        args.hold
-    );
+    progress::phase("holding");
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let after = pid.and_then(rss_kib);
     let (own_cpu, server_cpu) = cpu.stop();

@@ -8,8 +8,10 @@
 //! wschat-loadgen connect --url ws://127.0.0.1:8080/ --concurrency 50 --duration 10
 //! ```
 //!
-//! Each mode prints a progress line every second on stderr and a summary
-//! table at the end (`--json` for one JSON object instead). Give the
+//! On a terminal, each mode shows its progress live on stderr (what it is
+//! doing, connections opened, messages published and seen); piped, it
+//! prints nothing there but errors. At the end it prints a summary table
+//! (`--json` for one JSON object instead). Give the
 //! server's PID (`--pid`) to see its CPU use and memory beside ours.
 //! Start wschat with the options a load needs: `--rate 0` (no publish
 //! limit), `--max-connections` above the connection count and, for fan-out
@@ -20,6 +22,7 @@ mod connect;
 mod fanout;
 mod idle;
 mod procfs;
+mod progress;
 mod report;
 
 use std::net::IpAddr;
@@ -78,6 +81,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    progress::start(match cli.mode {
+        Mode::Fanout(_) => "fanout",
+        Mode::Idle(_) => "idle",
+        Mode::Connect(_) => "connect",
+    });
     let result = runtime.block_on(async {
         match cli.mode {
             Mode::Fanout(args) => fanout::run(args).await,
@@ -85,6 +93,7 @@ fn main() -> ExitCode {
             Mode::Connect(args) => connect::run(args).await,
         }
     });
+    progress::stop();
     match result {
         Ok(report) => {
             report.print();

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use support::{Killed, listening_address, server};
 
 /// Runs `wschat-loadgen MODE` with `common` and `args` and `--json`;
-/// returns its report.
+/// returns its report. Its stderr is a pipe here, so it must stay quiet:
+/// the live progress line is for terminals only (README, Performance).
 async fn loadgen(mode: &str, common: &[&str], args: &[&str]) -> serde_json::Value {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-loadgen"));
     command.arg(mode).args(common).args(args).arg("--json");
@@ -21,6 +22,11 @@ async fn loadgen(mode: &str, common: &[&str], args: &[&str]) -> serde_json::Valu
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "nothing on stderr when piped"
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -106,4 +112,58 @@ async fn the_bare_relay_relays_what_the_load_generator_sends() {
     )
     .await;
     assert_all_delivered(&fanout, 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_sharing_a_load_publish_together_and_every_listener_gets_all() {
+    // As `cluster.sh` runs them: one publisher each, a common start, and
+    // the sum of deliveries checked by the caller.
+    let addr = server(&["--rate", "0"]).await;
+    let url = format!("ws://{addr}/");
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 3.0;
+    let start_at = format!("{start_at:.3}");
+    let run = |offset: &'static str| {
+        let (url, start_at) = (url.clone(), start_at.clone());
+        async move {
+            let args = [
+                "--listeners",
+                "5",
+                "--publishers",
+                "1",
+                "--publisher-offset",
+                offset,
+                "--total-publishers",
+                "2",
+                "--rate",
+                "10",
+                "--duration",
+                "1",
+                "--drain",
+                "2",
+                "--start-at",
+                &start_at,
+                "--latency-histogram",
+            ];
+            loadgen("fanout", &["--url", &url], &args).await
+        }
+    };
+    let (a, b) = tokio::join!(run("0"), run("1"));
+    let published = a["published"].as_u64().unwrap() + b["published"].as_u64().unwrap();
+    let deliveries = a["deliveries"].as_u64().unwrap() + b["deliveries"].as_u64().unwrap();
+    assert_eq!(deliveries, published * 10, "{a}\n{b}");
+    for report in [&a, &b] {
+        assert_eq!(report["lost"], 0, "{report}");
+        assert_eq!(report["late_start_s"], serde_json::Value::Null, "{report}");
+        let counted: u64 = report["latency_histogram_us"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| pair[1].as_u64().unwrap())
+            .sum();
+        assert_eq!(Some(counted), report["deliveries"].as_u64(), "{report}");
+    }
 }
