@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
 
+use crate::counted::Counted;
 use crate::metrics::Metrics;
 
 /// How long sending a close frame may take: a stalled peer that resumes
@@ -43,6 +44,8 @@ const CLOSE_LINGER_BYTES: usize = 1 << 20;
 pub(crate) struct Limits {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// `--max-message-bytes`: what sizes a catch-up page.
+    pub max_message_bytes: usize,
 }
 
 /// How many of one connection's messages may await their commit at once
@@ -80,12 +83,24 @@ pub(crate) enum Start {
     CatchUp(CatchUp),
 }
 
-/// How many messages a catch-up reads and sends at a time.
+/// The most bytes of messages one catch-up page holds (README, "Resume"):
+/// what a resumer that stops reading keeps the server holding for it.
+const CATCH_UP_PAGE_BYTES: usize = 1 << 20;
+/// The most messages one catch-up page holds, however small they are.
 const CATCH_UP_PAGE: usize = 256;
+/// What relaying adds to a message at most: its `tim` field.
+const TIM_FIELD_BYTES: usize = 48;
+
+/// How many messages the next catch-up page may hold when none is larger
+/// than `largest` bytes: as many as fit in [`CATCH_UP_PAGE_BYTES`], one
+/// at least.
+fn catch_up_page(largest: usize) -> usize {
+    (CATCH_UP_PAGE_BYTES / largest.max(1)).clamp(1, CATCH_UP_PAGE)
+}
 
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn serve<S>(
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<Counted<S>>,
     start: Start,
     limits: &Limits,
     metrics: &Metrics,
@@ -111,10 +126,13 @@ where
 
 /// Sends what came after a resuming client's cursor, a page at a time at
 /// the client's pace (the next page is read once the last is written),
-/// and returns its member once it is caught up. A client that reads
-/// nothing for the idle timeout is closed.
+/// and returns its member once it is caught up. A page holds at most
+/// [`CATCH_UP_PAGE_BYTES`] of messages as large as `--max-message-bytes`
+/// allows, and fewer, larger ones (one at least) once the log is seen to
+/// hold larger ones (written under a larger limit). A client whose socket
+/// takes nothing for the idle timeout is closed (README, "Resume").
 async fn catch_up_then_join<S>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<Counted<S>>,
     mut catch_up: CatchUp,
     limits: &Limits,
     metrics: &Metrics,
@@ -122,9 +140,11 @@ async fn catch_up_then_join<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut largest = limits.max_message_bytes + TIM_FIELD_BYTES;
     loop {
+        let limit = catch_up_page(largest);
         let read = tokio::task::spawn_blocking(move || {
-            let step = catch_up.next(CATCH_UP_PAGE);
+            let step = catch_up.next(limit);
             (catch_up, step)
         })
         .await;
@@ -134,7 +154,7 @@ where
                 step
             }
             Ok((_, Err(e))) => {
-                tracing::warn!(error = %e, "cannot read the log for a resume");
+                crate::warn_every::unreadable_log(&e, "a resume");
                 return Err(Ended::Closed(
                     CloseCode::Again,
                     "cannot read the archive now",
@@ -146,24 +166,62 @@ where
             Step::Live(member) => return Ok(member),
             Step::Page(page) => page,
         };
-        let bytes: usize = page.iter().map(Frame::len).sum();
-        let written = async {
-            for frame in page {
-                ws.feed(text_message(frame)).await?;
-            }
-            ws.flush().await
-        };
-        match timeout(limits.idle_timeout, written).await {
-            Ok(Ok(())) => metrics.sent(bytes),
-            Ok(Err(e)) => return Err(Ended::Error(e)),
-            Err(_) => {
-                return Err(Ended::Closed(
-                    CloseCode::Policy,
-                    "too slow: catch-up not read",
-                ));
-            }
-        }
+        largest = page.iter().map(Frame::len).fold(largest, usize::max);
+        let bytes = Box::pin(write_page(ws, page, limits.idle_timeout)).await?;
+        metrics.sent(bytes);
     }
+}
+
+/// Writes one catch-up page and flushes it; its bytes. Gives up only when
+/// the socket accepts no byte for `idle`, however long the whole page
+/// takes a slow reader (README, "Resume"): each frame is let go once
+/// written.
+async fn write_page<S>(
+    ws: &mut WebSocketStream<Counted<S>>,
+    page: Vec<Frame>,
+    idle: Duration,
+) -> Result<usize, Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut frames = page.into_iter();
+    let mut next = frames.next();
+    let mut bytes = 0;
+    let mut seen = ws.get_ref().written();
+    let mut deadline = pin!(tokio::time::sleep(idle));
+    poll_fn(|cx| {
+        loop {
+            match next.take() {
+                Some(frame) => match ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        bytes += frame.len();
+                        if let Err(e) = ws.start_send_unpin(text_message(frame)) {
+                            return Poll::Ready(Err(Ended::Error(e)));
+                        }
+                        next = frames.next();
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Ended::Error(e))),
+                    Poll::Pending => next = Some(frame),
+                },
+                None => {
+                    if let Poll::Ready(flushed) = ws.poll_flush_unpin(cx) {
+                        return Poll::Ready(flushed.map(|()| bytes).map_err(Ended::Error));
+                    }
+                }
+            }
+            // Blocked on the socket: the deadline moves on with every byte
+            // it took since.
+            let written = ws.get_ref().written();
+            if written != seen {
+                seen = written;
+                deadline.as_mut().reset(Instant::now() + idle);
+            }
+            ready!(deadline.as_mut().poll(cx));
+            return Poll::Ready(Err(idle_close()));
+        }
+    })
+    .await
 }
 
 /// Serves a joined member until the connection ends.
@@ -265,7 +323,7 @@ where
             () = &mut keepalive => {
                 let now = Instant::now();
                 if now >= last_seen + limits.idle_timeout {
-                    break idle();
+                    break idle_close();
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
@@ -408,7 +466,7 @@ impl StallCheck {
                 return Poll::Ready(too_slow(metrics));
             }
             if Instant::now() >= idle_at {
-                return Poll::Ready(idle());
+                return Poll::Ready(idle_close());
             }
             timer.as_mut().reset(next_check());
         }
@@ -436,7 +494,7 @@ async fn unless_stalled(
 
 /// The close for a client that sent nothing, not even a pong, for the idle
 /// timeout.
-fn idle() -> Ended {
+fn idle_close() -> Ended {
     Ended::Closed(CloseCode::Away, "idle timeout")
 }
 

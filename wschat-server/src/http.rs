@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::assets::Body;
 use crate::connection::{self, Start};
+use crate::counted::Counted;
 use crate::messages;
 use crate::server::{App, ConnectionSlot};
 
@@ -84,7 +85,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
             Ok(query) => match messages::read(&app.room, query).await {
                 Ok(body) => respond(StatusCode::OK, "application/json", body),
                 Err(e) => {
-                    warn!(error = %e, "GET /messages: cannot read the archive");
+                    crate::warn_every::unreadable_log(&e, "GET /messages");
                     let body = serde_json::json!({"err": "unavailable", "detail": "cannot read the archive now"});
                     respond(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -168,8 +169,8 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         };
         let app = &slot.app;
         // Back to the bare TcpStream that hyper boxed when it handed the
-        // socket over, so no layer sits under every read and write. The
-        // read buffer is copied out and let go at once: even empty, it
+        // socket over, so no boxed layer sits under every read and write
+        // ([`Counted`] only adds up what the socket took). The read buffer is copied out and let go at once: even empty, it
         // holds on to hyper's whole 8 KiB buffer.
         let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
@@ -178,8 +179,13 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
                 return;
             }
         };
-        let ws = WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config))
-            .await;
+        let ws = WebSocketStream::from_partially_read(
+            Counted::new(tcp),
+            read,
+            Role::Server,
+            Some(app.ws_config),
+        )
+        .await;
         info!(%peer, "connection opened");
         let ended = connection::serve(ws, start, &app.limits, &app.metrics).await;
         info!(%peer, %ended, "connection closed");

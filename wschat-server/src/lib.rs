@@ -8,6 +8,7 @@
 mod assets;
 pub mod cli;
 mod connection;
+mod counted;
 mod error;
 mod http;
 mod jwks;
@@ -17,6 +18,7 @@ mod metrics;
 mod redis_log;
 mod server;
 pub mod signals;
+mod warn_every;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -136,6 +138,7 @@ pub async fn run(
         limits: Limits {
             ping_interval: options.ping_interval(),
             idle_timeout: options.idle_timeout(),
+            max_message_bytes: options.max_message_bytes,
         },
         ws_config: server::ws_config(&options),
         assets: options
