@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
 
 use crate::counted::Counted;
+use crate::messages::{TIM_FIELD_BYTES, fitting};
 use crate::metrics::Metrics;
 
 /// How long sending a close frame may take: a stalled peer that resumes
@@ -88,15 +89,6 @@ pub(crate) enum Start {
 const CATCH_UP_PAGE_BYTES: usize = 1 << 20;
 /// The most messages one catch-up page holds, however small they are.
 const CATCH_UP_PAGE: usize = 256;
-/// What relaying adds to a message at most: its `tim` field.
-const TIM_FIELD_BYTES: usize = 48;
-
-/// How many messages the next catch-up page may hold when none is larger
-/// than `largest` bytes: as many as fit in [`CATCH_UP_PAGE_BYTES`], one
-/// at least.
-fn catch_up_page(largest: usize) -> usize {
-    (CATCH_UP_PAGE_BYTES / largest.max(1)).clamp(1, CATCH_UP_PAGE)
-}
 
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn serve<S>(
@@ -142,7 +134,7 @@ where
 {
     let mut largest = limits.max_message_bytes + TIM_FIELD_BYTES;
     loop {
-        let limit = catch_up_page(largest);
+        let limit = fitting(CATCH_UP_PAGE_BYTES, largest, CATCH_UP_PAGE);
         let read = tokio::task::spawn_blocking(move || {
             let step = catch_up.next(limit);
             (catch_up, step)

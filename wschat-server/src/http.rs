@@ -82,9 +82,22 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
         }
         "/messages" => match messages::Query::parse(req.uri().query()) {
             Err(detail) => bad_request(&detail),
-            Ok(query) => match messages::read(&app.room, query).await {
+            Ok(query) => match messages::read(&app.room, &app.reads, query).await {
                 Ok(body) => respond(StatusCode::OK, "application/json", body),
-                Err(e) => {
+                Err(messages::ReadError::Busy) => {
+                    let body = serde_json::json!({"err": "unavailable", "detail": "too many reads of the archive at once; try again"});
+                    let mut response = respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "application/json",
+                        body.to_string().into(),
+                    );
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_static(messages::RETRY_AFTER),
+                    );
+                    response
+                }
+                Err(messages::ReadError::Log(e)) => {
                     crate::warn_every::unreadable_log(&e, "GET /messages");
                     let body = serde_json::json!({"err": "unavailable", "detail": "cannot read the archive now"});
                     respond(

@@ -140,6 +140,7 @@ pub async fn run(
             idle_timeout: options.idle_timeout(),
             max_message_bytes: options.max_message_bytes,
         },
+        reads: messages::Reads::new(options.max_message_bytes),
         ws_config: server::ws_config(&options),
         assets: options
             .static_dir

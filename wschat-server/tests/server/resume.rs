@@ -371,3 +371,44 @@ async fn a_slow_but_steady_catch_up_reader_is_never_closed() {
     server.stop().await;
     std::fs::remove_file(path).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_messages_answers_at_most_1_mib_and_pages_on() {
+    // README, "The archive over HTTP": an answer stops short of `limit`
+    // at 1 MiB; paging on with `since` reads everything once.
+    let (path, tims) = large_archive("cap.jsonl", 100, 60_000);
+    let server = TestServer::start(&["--archive", path.to_str().unwrap(), "--history", "1"]).await;
+    let get = |query: String| {
+        let server = &server;
+        async move {
+            let (status, body) = server.get(&format!("/messages{query}")).await;
+            assert_eq!(status, 200, "{query}");
+            assert!(body.len() <= 1 << 20, "{query}: {} bytes", body.len());
+            let frames: Vec<Value> = serde_json::from_str(&body).unwrap();
+            frames
+                .iter()
+                .map(|f| f["tim"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest = get("?limit=1000".into()).await;
+    assert!(!newest.is_empty() && newest.len() < 100, "{}", newest.len());
+    assert_eq!(newest[..], tims[100 - newest.len()..], "the newest");
+    let older = get(format!("?before={}&limit=1000", newest[0])).await;
+    assert!(!older.is_empty());
+    assert_eq!(
+        older[..],
+        tims[100 - newest.len() - older.len()..100 - newest.len()]
+    );
+    let mut got = Vec::new();
+    let mut cursor = "2019-12-31T00:00:00Z".to_owned();
+    loop {
+        let page = get(format!("?since={cursor}&limit=1000")).await;
+        let Some(last) = page.last() else { break };
+        cursor = last.clone();
+        got.extend(page);
+    }
+    assert_eq!(got, tims, "every message once, in order");
+    server.stop().await;
+    std::fs::remove_file(path).unwrap();
+}
