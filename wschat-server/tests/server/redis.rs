@@ -255,6 +255,9 @@ async fn a_stopped_instance_lets_go_of_redis() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Reads by cursor keep their connections for the next read.
+    let (status, _) = servers[0].get("/messages").await;
+    assert_eq!(status, 200);
     for s in servers {
         s.stop().await;
     }
