@@ -52,11 +52,9 @@ async fn build_room(
         let archive =
             Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
         if options.redis.is_none() {
-            // With Redis, the history is the stream's tail instead. One
-            // line at least, even with no history: the newest message
-            // tells the room where reads of the archive stop and where
-            // the next `tim` starts (README, "Resume"), and the room keeps
-            // only `--history` of them.
+            // With Redis, the history is the stream's tail instead. One at
+            // least, with no history too: reads by cursor stop at the
+            // newest message the room knows of.
             let recent = archive
                 .recent(options.history.max(1))
                 .map_err(ServerError::Archive)?;

@@ -123,7 +123,10 @@ impl RoomBuilder {
     }
 
     /// The history to start with, oldest first, instead of the log's last
-    /// messages: for a shared log, whose tail is the history.
+    /// messages: for a shared log, whose tail is the history. It must end
+    /// with the newest message the logs hold, even when the configured
+    /// history is shorter (only the last of it is replayed): reads by
+    /// cursor stop at that message until the room relays more.
     pub fn history(mut self, frames: Vec<Frame>) -> Self {
         self.history = Some(frames);
         self
