@@ -9,7 +9,9 @@
 //! (the server's archive, read at the listener's pace), then goes on
 //! live. stdout holds only messages, so its last line's `tim` is always
 //! the cursor to resume from; the server's `gap` notice, when it holds
-//! nothing as old as `TIM`, goes to stderr in words.
+//! nothing as old as `TIM`, goes to stderr in words. It leaves the exit
+//! status alone: a cursor from before the archive, to read all of it,
+//! always gets one.
 //!
 //! ```text
 //! wschat-listen --url ws://127.0.0.1:8080/ | jq -r '"\(.usr): \(.msg)"'
