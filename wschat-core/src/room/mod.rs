@@ -219,7 +219,7 @@ impl Room {
         let ring = self.subscribe(&state);
         let replay: Vec<Frame> = state.history().cloned().collect();
         drop(state);
-        self.member(replay, ring, None)
+        self.member(replay, ring)
     }
 
     /// A place in the ring, from the next message relayed on.
@@ -239,16 +239,10 @@ impl Room {
         self.shared.engine.shared()
     }
 
-    fn member(
-        &self,
-        replay: Vec<Frame>,
-        ring: broadcast::Receiver<Frame>,
-        skip_until: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Member {
+    fn member(&self, replay: Vec<Frame>, ring: broadcast::Receiver<Frame>) -> Member {
         Member {
             replay: replay.into_iter(),
             ring,
-            skip_until,
             too_slow: false,
             bucket: self
                 .shared
