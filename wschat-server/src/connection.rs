@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
 
 use crate::counted::Counted;
-use crate::messages::{TIM_FIELD_BYTES, fitting};
+use crate::messages::{fitting, largest_relayed};
 use crate::metrics::Metrics;
 
 /// How long sending a close frame may take: a stalled peer that resumes
@@ -119,9 +119,9 @@ where
 /// Sends what came after a resuming client's cursor, a page at a time at
 /// the client's pace (the next page is read once the last is written),
 /// and returns its member once it is caught up. A page holds at most
-/// [`CATCH_UP_PAGE_BYTES`] of messages as large as `--max-message-bytes`
-/// allows, and fewer, larger ones (one at least) once the log is seen to
-/// hold larger ones (written under a larger limit). A client whose socket
+/// [`CATCH_UP_PAGE_BYTES`] of the largest messages `--max-message-bytes`
+/// lets the server relay, and fewer (one at least) once the log is seen
+/// to hold larger ones (written under a larger limit). A client whose socket
 /// takes nothing for the idle timeout is closed (README, "Resume").
 async fn catch_up_then_join<S>(
     ws: &mut WebSocketStream<Counted<S>>,
@@ -132,7 +132,7 @@ async fn catch_up_then_join<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut largest = limits.max_message_bytes + TIM_FIELD_BYTES;
+    let mut largest = largest_relayed(limits.max_message_bytes);
     loop {
         let limit = fitting(CATCH_UP_PAGE_BYTES, largest, CATCH_UP_PAGE);
         let read = tokio::task::spawn_blocking(move || {

@@ -86,8 +86,18 @@ const MAX_READS: usize = 4;
 const READ_WAIT: Duration = Duration::from_secs(1);
 /// The `Retry-After` of that `503`, in seconds.
 pub(crate) const RETRY_AFTER: &str = "1";
-/// What relaying adds to a message at most: its `tim` field.
-pub(crate) const TIM_FIELD_BYTES: usize = 48;
+/// What relaying adds to a message besides escapes: its `tim` field.
+const TIM_FIELD_BYTES: usize = 48;
+
+/// The largest message that `--max-message-bytes` lets the server relay:
+/// relaying writes U+0085 (2 bytes) as `\u0085` (6) and U+2028 and U+2029
+/// (3) as `\u2028` and `\u2029` (6), so a message can triple, and it adds
+/// the `tim` field.
+pub(crate) fn largest_relayed(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(3)
+        .saturating_add(TIM_FIELD_BYTES)
+}
 
 /// How many messages of at most `largest` bytes fit in `bytes`: one at
 /// least, `most` at most.
@@ -106,7 +116,7 @@ impl Reads {
     pub(crate) fn new(max_message_bytes: usize) -> Self {
         Reads {
             turns: Arc::new(Semaphore::new(MAX_READS)),
-            largest: max_message_bytes + TIM_FIELD_BYTES,
+            largest: largest_relayed(max_message_bytes),
         }
     }
 }
@@ -135,9 +145,8 @@ impl Drop for SetOnDrop {
 /// [`READ_WAIT`] for one of [`MAX_READS`] turns; stops reading once the
 /// client has gone.
 pub(crate) async fn read(room: &Room, reads: &Reads, query: Query) -> Result<Bytes, ReadError> {
-    let turn = match timeout(READ_WAIT, reads.turns.clone().acquire_owned()).await {
-        Ok(Ok(turn)) => turn,
-        _ => return Err(ReadError::Busy),
+    let Ok(Ok(turn)) = timeout(READ_WAIT, reads.turns.clone().acquire_owned()).await else {
+        return Err(ReadError::Busy);
     };
     let gone = Arc::new(AtomicBool::new(false));
     let _answered = SetOnDrop(gone.clone());
