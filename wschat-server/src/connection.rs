@@ -20,7 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
+use wschat_core::{CatchUp, Frame, LogError, Member, Publish, PublishError, RecvError, Step};
 
 use crate::counted::Counted;
 use crate::messages::{fitting, largest_relayed};
@@ -118,10 +118,7 @@ where
 
 /// Sends what came after a resuming client's cursor, a page at a time at
 /// the client's pace (the next page is read once the last is written),
-/// and returns its member once it is caught up. A page holds at most
-/// [`CATCH_UP_PAGE_BYTES`] of the largest messages `--max-message-bytes`
-/// lets the server relay, and fewer (one at least) once the log is seen
-/// to hold larger ones (written under a larger limit). A client whose socket
+/// and returns its member once it is caught up. A client whose socket
 /// takes nothing for the idle timeout is closed (README, "Resume").
 async fn catch_up_then_join<S>(
     ws: &mut WebSocketStream<Counted<S>>,
@@ -134,18 +131,17 @@ where
 {
     let mut largest = largest_relayed(limits.max_message_bytes);
     loop {
-        let limit = fitting(CATCH_UP_PAGE_BYTES, largest, CATCH_UP_PAGE);
         let read = tokio::task::spawn_blocking(move || {
-            let step = catch_up.next(limit);
-            (catch_up, step)
+            let page = read_page(&mut catch_up, &mut largest);
+            (catch_up, largest, page)
         })
         .await;
-        let step = match read {
-            Ok((rest, Ok(step))) => {
-                catch_up = rest;
-                step
+        let (page, member) = match read {
+            Ok((rest, seen, Ok(page))) => {
+                (catch_up, largest) = (rest, seen);
+                page
             }
-            Ok((_, Err(e))) => {
+            Ok((_, _, Err(e))) => {
                 crate::warn_every::unreadable_log(&e, "a resume");
                 return Err(Ended::Closed(
                     CloseCode::Again,
@@ -154,13 +150,46 @@ where
             }
             Err(_) => return Err(Ended::Closed(CloseCode::Error, "internal error")),
         };
-        let page = match step {
-            Step::Live(member) => return Ok(member),
-            Step::Page(page) => page,
-        };
-        largest = page.iter().map(Frame::len).fold(largest, usize::max);
-        let bytes = Box::pin(write_page(ws, page, limits.idle_timeout)).await?;
-        metrics.sent(bytes);
+        if !page.is_empty() {
+            let bytes = Box::pin(write_page(ws, page, limits.idle_timeout)).await?;
+            metrics.sent(bytes);
+        }
+        if let Some(member) = member {
+            return Ok(member);
+        }
+    }
+}
+
+/// Reads the next page of a catch-up, and its member once caught up (the
+/// rest then comes as the member's replay). A page holds at most
+/// [`CATCH_UP_PAGE`] messages and [`CATCH_UP_PAGE_BYTES`] even if every
+/// message still to read were `largest` bytes: the largest message
+/// `--max-message-bytes` lets the server relay, or the largest seen in
+/// the log (one written under a larger limit), which it raises. A log
+/// read asks for no more messages than that bound allows, so small
+/// messages take several reads to fill a page; one message at least.
+fn read_page(
+    catch_up: &mut CatchUp,
+    largest: &mut usize,
+) -> Result<(Vec<Frame>, Option<Member>), LogError> {
+    let mut page: Vec<Frame> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let room = CATCH_UP_PAGE_BYTES.saturating_sub(bytes);
+        let limit = fitting(room, *largest, CATCH_UP_PAGE.saturating_sub(page.len()));
+        if !page.is_empty() && (page.len() >= CATCH_UP_PAGE || limit * *largest > room) {
+            return Ok((page, None));
+        }
+        match catch_up.next(limit)? {
+            Step::Page(frames) => {
+                for frame in &frames {
+                    bytes += frame.len();
+                    *largest = (*largest).max(frame.len());
+                }
+                page.extend(frames);
+            }
+            Step::Live(member) => return Ok((page, Some(member))),
+        }
     }
 }
 
