@@ -28,6 +28,8 @@ let replaying = false;
 
 fetch("/healthz").then((r) => r.json()).then((cfg) => {
   $("token-label").hidden = !cfg.jwt;
+  modClaim = typeof cfg.mod_claim === "string" ? cfg.mod_claim : null;
+  updateModeration();
 }).catch(() => {});
 
 function setStatus(state, text) {
@@ -69,6 +71,7 @@ function connect() {
     replaying = false;
     shownTims.add(data.tim);
     show(data);
+    applyModeration(data);
   };
   ws.onclose = (event) => {
     showError(whyClosed(event));
@@ -86,6 +89,7 @@ const ERRORS = {
   rate_limited: "You are sending too fast; wait a moment.",
   unsupported: "That kind of message is not supported.",
   unavailable: "The server cannot relay messages right now; try again soon.",
+  muted: "A moderator has muted this name for now, so your message was not sent.",
 };
 
 // Why the connection closed, by close code (the server's are listed in the
@@ -114,6 +118,9 @@ function show(m) {
     - list.parentElement.clientHeight < 40;
   const li = document.createElement("li");
   if (m.usr === usrInput.value) li.classList.add("own");
+  if (m.mod !== undefined) li.classList.add("mod");
+  li.dataset.tim = String(m.tim);
+  li.dataset.usr = String(m.usr);
   const usr = document.createElement("span");
   usr.className = "usr";
   usr.textContent = String(m.usr);
@@ -125,6 +132,7 @@ function show(m) {
   const when = new Date(m.tim);
   time.textContent = isNaN(when) ? "" : when.toLocaleTimeString();
   li.append(usr, msg, time);
+  if (moderating) addControls(li);
   list.append(li);
   if (follow) li.scrollIntoView({ block: "end" });
 }
@@ -143,5 +151,90 @@ form.addEventListener("submit", (event) => {
   msgInput.value = "";
   showError("");
 });
+
+// Moderation (README, "Moderation"). With a moderator's token entered,
+// each message offers "Retract" and "Mute sender" (for the time chosen in
+// "Mute for"); the server refuses anyone else, so the token's payload is
+// only read here to decide whether to show the controls, never trusted.
+let modClaim = null;
+let moderating = false;
+const muteSeconds = $("mute-seconds");
+
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+function updateModeration() {
+  const claims = modClaim ? tokenClaims(jwtInput.value.trim()) : null;
+  const on = claims !== null && typeof claims === "object" && claims[modClaim] === true;
+  if (on === moderating) return;
+  moderating = on;
+  $("mute-label").hidden = !on;
+  for (const li of list.children) {
+    const controls = li.querySelector(".mod-controls");
+    if (on && !controls) addControls(li);
+    if (!on && controls) controls.remove();
+  }
+}
+
+jwtInput.addEventListener("input", updateModeration);
+
+function addControls(li) {
+  const who = li.dataset.usr;
+  const when = li.querySelector("time").textContent;
+  const controls = document.createElement("span");
+  controls.className = "mod-controls";
+  const retract = document.createElement("button");
+  retract.type = "button";
+  retract.textContent = "Retract";
+  retract.setAttribute("aria-label", "Retract the message from " + who + (when ? " at " + when : ""));
+  retract.addEventListener("click", () =>
+    moderate({ retract: li.dataset.tim }, "Retracted a message from " + who + "."));
+  const mute = document.createElement("button");
+  mute.type = "button";
+  mute.textContent = "Mute sender";
+  mute.setAttribute("aria-label", "Mute " + who + " (for the time chosen in Mute for)");
+  mute.addEventListener("click", () => {
+    const seconds = Number(muteSeconds.value);
+    const words = seconds === 0
+      ? "Lifted the mute on " + who + "."
+      : "Muted " + who + " for " + muteSeconds.selectedOptions[0].textContent + ".";
+    moderate({ mute: who, seconds }, words);
+  });
+  controls.append(retract, mute);
+  li.append(controls);
+}
+
+// Sends a moderation action; its `msg` says what happened in words, for
+// pages that know nothing of moderation.
+function moderate(action, words) {
+  const usr = usrInput.value.trim();
+  if (!usr) {
+    showError("Enter your name before moderating.");
+    usrInput.focus();
+    return;
+  }
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected yet; nothing was done.");
+    return;
+  }
+  ws.send(JSON.stringify({ usr, msg: words, mod: action, jwt: jwtInput.value.trim() }));
+  showError("");
+}
+
+// A retraction hides the message it names wherever it is shown.
+function applyModeration(m) {
+  const mod = m.mod;
+  if (mod === null || typeof mod !== "object" || typeof mod.retract !== "string") return;
+  for (const li of list.querySelectorAll("li")) {
+    if (li.dataset.tim === mod.retract) li.remove();
+  }
+}
 
 connect();

@@ -95,6 +95,7 @@ mod frame;
 mod jwt;
 mod log;
 mod message;
+mod moderation;
 mod rate;
 mod room;
 
@@ -104,6 +105,7 @@ pub use frame::Frame;
 pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
 pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog, Stamped};
 pub use message::Message;
+pub use moderation::{Action, MAX_MUTE_SECONDS, MAX_MUTES, MAX_RETRACTIONS, Moderated};
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};
 

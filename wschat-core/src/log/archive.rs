@@ -232,6 +232,10 @@ impl Log for Archive {
         Ok(Some(lines::read_before(&self.path, before, limit)?))
     }
 
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        Ok(lines::scan(&self.path, each)?)
+    }
+
     fn reopen(&self) -> Result<(), LogError> {
         let fresh = open_append(&self.path)?;
         *self.lock() = fresh;

@@ -72,6 +72,32 @@ pub(crate) fn read_before(
     Ok(frames)
 }
 
+/// Calls `each` with every whole line of the file that is UTF-8 text,
+/// front to back, in one sequential read (a last line without its newline
+/// is left out, as in the reads by cursor).
+pub(crate) fn scan(path: &Path, each: &mut dyn FnMut(&str)) -> io::Result<()> {
+    use std::io::BufRead;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(());
+    }
+    let mut reader = io::BufReader::with_capacity(16 * CHUNK, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        if let Ok(text) = std::str::from_utf8(&line[..line.len() - 1]) {
+            each(text);
+        }
+    }
+}
+
 /// A line as a relayable frame with its `tim`, if it is one.
 fn message(line: Vec<u8>) -> Option<Frame> {
     let frame = Frame::try_from_bytes(line.into()).ok()?;

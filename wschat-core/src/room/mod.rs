@@ -26,6 +26,7 @@ use crate::frame::Frame;
 use crate::jwt::Jwt;
 use crate::log::{Log, MemoryLog, SharedLog};
 use crate::message::Message;
+use crate::moderation::{self, Action, Mutes, Rebuild, Retractions};
 use crate::rate::TokenBucket;
 
 use commit::{Engine, State, lock};
@@ -97,6 +98,8 @@ pub struct RoomBuilder {
     shared_log: Option<Arc<dyn SharedLog>>,
     clock: Arc<dyn Clock>,
     history: Option<Vec<Frame>>,
+    /// Whether `build` reads the moderation state back from the logs.
+    rebuild: bool,
 }
 
 impl RoomBuilder {
@@ -130,6 +133,11 @@ impl RoomBuilder {
     }
 
     /// The room; fails when the log's history cannot be read.
+    ///
+    /// The retractions and mutes the logs hold (README, "Moderation") are
+    /// read back first: the room's log is read whole, front to back (a
+    /// file in one sequential read), and so is a shared log that can be
+    /// read back.
     pub fn build(self) -> Result<Room, LogError> {
         let config = self.config;
         let recent = match self.history {
@@ -137,8 +145,23 @@ impl RoomBuilder {
             // One at least: the newest message tells where reads stop.
             None => self.log.recent(config.history.max(1))?,
         };
-        let state = State::new(config.send_queue, config.history, recent);
-        let engine = Engine::start(self.clock, self.log, self.shared_log, state);
+        let mut rebuild = Rebuild::default();
+        if self.rebuild {
+            self.log.scan(&mut |line| rebuild.line(line))?;
+            if let Some(shared) = &self.shared_log {
+                crate::log::scan_pages(
+                    |after, limit| shared.read_after(after, limit),
+                    &mut |line| rebuild.line(line),
+                )?;
+            }
+        }
+        for frame in &recent {
+            rebuild.line(frame.as_str());
+        }
+        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
+        rebuild.finish(&mut retractions, &mut mutes);
+        let state = State::new(config.send_queue, config.history, recent, retractions);
+        let engine = Engine::start(self.clock, self.log, self.shared_log, state, mutes);
         Ok(Room {
             shared: Arc::new(Shared {
                 jwt: config.jwt.clone().map(Jwt::new),
@@ -166,6 +189,7 @@ impl Room {
             shared_log: None,
             clock: Arc::new(SystemClock),
             history: None,
+            rebuild: true,
         }
     }
 
@@ -176,11 +200,12 @@ impl Room {
     }
 
     /// A room whose messages are ordered by `shared`, a log it shares with
-    /// other rooms: see [`SharedLog`].
+    /// other rooms: see [`SharedLog`]. It starts with no history and no
+    /// moderation state; [`Room::builder`] reads both back from the log.
     pub fn with_shared_log(config: RoomConfig, shared: Arc<dyn SharedLog>) -> Self {
-        Self::builder(config)
-            .shared_log(shared)
-            .history(Vec::new())
+        let mut builder = Self::builder(config).shared_log(shared).history(Vec::new());
+        builder.rebuild = false;
+        builder
             .build()
             .unwrap_or_else(|_| unreachable!("a given history is never read from the log"))
     }
@@ -278,10 +303,31 @@ impl Room {
         Publish::waiting(frame, receipt)
     }
 
+    /// Parses and authorizes a frame: its token, a moderation action
+    /// (only a moderator's, and well-formed: README, "Moderation"), and
+    /// whether its `usr` is muted.
     fn check<'a>(&self, frame: &'a str) -> Result<Message<'a>, PublishError> {
         let message = Message::parse(frame)?;
-        if let Some(jwt) = &self.shared.jwt {
-            jwt.authorize(&message)?;
+        let claims = match &self.shared.jwt {
+            Some(jwt) => jwt.authorize(&message)?,
+            None => None,
+        };
+        if let Some(action) = message.field("mod") {
+            let moderator = self
+                .shared
+                .jwt
+                .as_ref()
+                .zip(claims.as_ref())
+                .is_some_and(|(jwt, claims)| jwt.is_moderator(claims));
+            if !moderator {
+                return Err(PublishError::Unauthorized(
+                    "only a moderator's token may send \"mod\"".into(),
+                ));
+            }
+            Action::from_raw(action)?;
+        }
+        if let Some(until) = self.shared.engine.muted_until(message.usr()) {
+            return Err(moderation::muted(message.usr(), until));
         }
         Ok(message)
     }
