@@ -284,6 +284,7 @@ pub(crate) fn muted(usr: &str, until: DateTime<Utc>) -> PublishError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::{Room, RoomConfig};
 
     const T: &str = "2020-08-11T22:26:58.118678679Z";
 
@@ -373,7 +374,7 @@ mod tests {
         for i in 0..MAX_MUTES {
             let tim = format_tim(start + TimeDelta::seconds(i as i64));
             apply(
-                &acted(&tim, mute(&format!("u{i}"), 3600)),
+                &acted(&tim, mute(&format!("u{i}"), 100_000)),
                 &mut retractions,
                 &mut mutes,
             );
@@ -392,7 +393,7 @@ mod tests {
                 .until("new", start + TimeDelta::seconds(MAX_MUTES as i64))
                 .is_some()
         );
-        let much_later = format_tim(start + TimeDelta::days(1));
+        let much_later = format_tim(start + TimeDelta::days(3));
         apply(
             &acted(&much_later, mute("last", 1)),
             &mut retractions,
@@ -430,6 +431,225 @@ mod tests {
         let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
         rebuild.finish(&mut retractions, &mut mutes);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
+    }
+
+    /// Rooms, their frames and their moderator, for the tests of how a
+    /// room applies moderation.
+    mod room {
+        use std::sync::Arc;
+
+        use crate::clock::ManualClock;
+        use crate::jwt::{Jwt, JwtConfig};
+        use crate::log::Archive;
+        use crate::room::{Room, RoomConfig, Step};
+        use crate::{Clock, Frame, PublishError};
+
+        pub const SECRET: &str = "moderation-unit-test-secret";
+
+        pub fn config() -> RoomConfig {
+            RoomConfig::default()
+                .rate_limit(None)
+                .history(3)
+                .jwt(Some(JwtConfig::new(SECRET).optional(true)))
+        }
+
+        pub fn wait(room: &Room, frame: &str) -> Result<Frame, PublishError> {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(room.publish(frame))
+        }
+
+        pub fn say(room: &Room, usr: &str, msg: &str) -> Result<Frame, PublishError> {
+            wait(room, &format!(r#"{{"usr":"{usr}","msg":"{msg}"}}"#))
+        }
+
+        /// A moderator's action, `action` the `mod` object's JSON.
+        pub fn act(room: &Room, action: &str) -> Result<Frame, PublishError> {
+            let token = Jwt::new(JwtConfig::new(SECRET))
+                .mint_moderator("sub", "mo", None)
+                .unwrap();
+            wait(
+                room,
+                &format!(r#"{{"usr":"mo","msg":"acted","mod":{action},"jwt":"{token}"}}"#),
+            )
+        }
+
+        pub fn retract(room: &Room, frame: &Frame) -> Frame {
+            let tim = crate::clock::format_tim(frame.tim().unwrap());
+            act(room, &format!(r#"{{"retract":"{tim}"}}"#)).unwrap()
+        }
+
+        pub fn archive(name: &str) -> (Arc<Archive>, std::path::PathBuf) {
+            let path = std::env::temp_dir()
+                .join(format!("wschat-moderation-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            (Arc::new(Archive::open(&path, false).unwrap()), path)
+        }
+
+        pub fn archive_at(path: &std::path::Path) -> Arc<Archive> {
+            Arc::new(Archive::open(path, false).unwrap())
+        }
+
+        /// A room started again on the archive at `path`.
+        pub fn on_archive_again(path: &std::path::Path) -> Room {
+            Room::builder(config())
+                .log(archive_at(path))
+                .build()
+                .unwrap()
+        }
+
+        pub fn on_archive(name: &str, clock: Arc<dyn Clock>) -> (Room, std::path::PathBuf) {
+            let (log, path) = archive(name);
+            let room = Room::builder(config())
+                .log(log)
+                .clock(clock)
+                .build()
+                .unwrap();
+            (room, path)
+        }
+
+        /// Everything a catch-up from `since` yields, a page of `limit`
+        /// at a time.
+        pub fn caught_up(room: &Room, since: &Frame, limit: usize) -> Vec<Frame> {
+            let mut catch_up = room.catch_up(since.tim().unwrap(), "x");
+            let mut got = Vec::new();
+            loop {
+                match catch_up.next(limit).unwrap() {
+                    Step::Page(page) => got.extend(page),
+                    Step::Live(mut member) => {
+                        while let Ok(Some(f)) = member.try_recv() {
+                            got.push(f);
+                        }
+                        return got;
+                    }
+                }
+            }
+        }
+
+        pub fn system() -> Arc<dyn Clock> {
+            Arc::new(crate::clock::SystemClock)
+        }
+
+        pub fn manual(tim: &str) -> Arc<ManualClock> {
+            Arc::new(ManualClock::new(tim.parse().unwrap()))
+        }
+    }
+
+    #[test]
+    fn a_retracted_message_is_in_no_replay_also_after_a_restart() {
+        let (room, path) = room::on_archive("replays", room::system());
+        let sent: Vec<Frame> = (0..10)
+            .map(|i| room::say(&room, "ann", &i.to_string()).unwrap())
+            .collect();
+        let mut member = room.join();
+        let history: Vec<Frame> = std::iter::from_fn(|| member.try_recv().ok().flatten()).collect();
+        assert_eq!(history, sent[7..]);
+        let (five, eight) = (
+            room::retract(&room, &sent[5]),
+            room::retract(&room, &sent[8]),
+        );
+        let live: Vec<Frame> = std::iter::from_fn(|| member.try_recv().ok().flatten()).collect();
+        assert_eq!(
+            live,
+            [five.clone(), eight.clone()],
+            "every member sees the actions"
+        );
+        let kept = |range: std::ops::Range<usize>| -> Vec<Frame> {
+            sent[range]
+                .iter()
+                .filter(|f| **f != sent[5] && **f != sent[8])
+                .cloned()
+                .collect()
+        };
+        for room in [room.clone(), room::on_archive_again(&path)] {
+            assert_eq!(
+                room.history(),
+                [sent[9].clone(), five.clone(), eight.clone()]
+            );
+            let mut all = kept(0..10);
+            all.extend([five.clone(), eight.clone()]);
+            assert_eq!(room.read(None, None, 100).unwrap(), all);
+            // Pages read on past what is retracted, both ways.
+            assert_eq!(room.read(sent[3].tim(), None, 2).unwrap(), kept(4..7));
+            assert_eq!(room.read(None, sent[7].tim(), 2).unwrap(), kept(4..7));
+            assert_eq!(
+                room.read(sent[3].tim(), sent[9].tim(), 10).unwrap(),
+                kept(4..9)
+            );
+            for limit in [1, 2, 100] {
+                assert_eq!(room::caught_up(&room, &sent[0], limit), all[1..], "{limit}");
+            }
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_mute_refuses_its_name_until_seconds_after_the_actions_tim() {
+        let clock = room::manual("2020-08-11T22:00:00Z");
+        let (room, path) = room::on_archive("mute", clock.clone());
+        room::act(&room, r#"{"mute":"spam","seconds":60}"#).unwrap();
+        let err = room::say(&room, "spam", "hi").unwrap_err();
+        assert_eq!(
+            err.to_frame().as_str(),
+            r#"{"err":"muted","detail":"\"spam\" is muted by a moderator until 2020-08-11T22:01:00.000000000Z"}"#
+        );
+        assert!(room::say(&room, "eggs", "hi").is_ok(), "only that name");
+        clock.set("2020-08-11T22:00:59Z".parse().unwrap());
+        assert_eq!(room::say(&room, "spam", "hi").unwrap_err().code(), "muted");
+        // A room started now from the archive agrees, by the action's tim.
+        let again = Room::builder(room::config())
+            .log(room::archive_at(&path))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        assert_eq!(room::say(&again, "spam", "hi").unwrap_err().code(), "muted");
+        clock.set("2020-08-11T22:01:00Z".parse().unwrap());
+        assert!(room::say(&room, "spam", "free").is_ok());
+        assert!(room::say(&again, "spam", "free").is_ok());
+        room::act(&room, r#"{"mute":"spam","seconds":3600}"#).unwrap();
+        room::act(&room, r#"{"mute":"spam","seconds":0}"#).unwrap();
+        assert!(room::say(&room, "spam", "lifted").is_ok());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn only_a_moderators_well_formed_action_is_relayed() {
+        use crate::jwt::{Jwt, JwtConfig};
+        let what = format!(r#"{{"retract":"{T}"}}"#);
+        let frame = |jwt: &str| format!(r#"{{"usr":"mo","msg":"m","mod":{what}{jwt}}}"#);
+        let minter = Jwt::new(JwtConfig::new(room::SECRET));
+        let moderator = minter.mint_moderator("sub", "mo", None).unwrap();
+        let plain = minter.mint("sub", "mo", None).unwrap();
+        // No key: nobody moderates.
+        let open = Room::new(RoomConfig::default());
+        let with = |token: &str| frame(&format!(r#","jwt":"{token}""#));
+        for f in [frame(""), with(&moderator)] {
+            assert_eq!(room::wait(&open, &f).unwrap_err().code(), "unauthorized");
+        }
+        let keyed = Room::new(room::config());
+        let mut listener = keyed.join();
+        for f in [frame(""), with(&plain)] {
+            assert_eq!(room::wait(&keyed, &f).unwrap_err().code(), "unauthorized");
+        }
+        assert_eq!(
+            room::act(&keyed, r#"{"retract":"now"}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_message"
+        );
+        assert_eq!(listener.try_recv(), Ok(None), "nothing refused is relayed");
+        // Another claim names the moderators.
+        let admin =
+            Room::new(room::config().jwt(Some(JwtConfig::new(room::SECRET).mod_claim("admin"))));
+        assert_eq!(
+            room::wait(&admin, &with(&moderator)).unwrap_err().code(),
+            "unauthorized"
+        );
+        let admin_token = Jwt::new(JwtConfig::new(room::SECRET).mod_claim("admin"))
+            .mint_moderator("sub", "mo", None)
+            .unwrap();
+        assert!(room::wait(&admin, &with(&admin_token)).is_ok());
     }
 
     #[test]
