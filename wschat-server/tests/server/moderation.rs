@@ -358,6 +358,8 @@ async fn unauthorised_actions_are_refused_and_reach_nobody() {
     let what = json!({ "retract": tim });
     // No key configured: nobody can moderate.
     let open = TestServer::start(&[]).await;
+    let (_, health) = open.get("/healthz").await;
+    assert!(health.contains(r#""mod_claim":null"#), "{health}");
     let mut c = open.client().await;
     let mut listener = open.client().await;
     let plain = json!({"usr": "mo", "msg": "m", "mod": what}).to_string();
@@ -397,6 +399,9 @@ async fn unauthorised_actions_are_refused_and_reach_nobody() {
 
     // Another claim names the moderators.
     let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-mod-claim", "admin"]).await;
+    // The page learns the claim from /healthz (README, "HTTP endpoints").
+    let (_, health) = server.get("/healthz").await;
+    assert!(health.contains(r#""mod_claim":"admin""#), "{health}");
     let mut c = server.client().await;
     c.expect_error(
         &action("mo", &moderator("mo"), what.clone()),
