@@ -110,7 +110,15 @@ function whyClosed(event) {
 }
 
 function describe(err) {
-  return (ERRORS[err.err] || "Error") + (err.detail ? " (" + err.detail + ")" : "");
+  let detail = typeof err.detail === "string" ? err.detail : "";
+  if (err.err === "muted") {
+    // Until when, in the reader's local time.
+    detail = detail.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/, (tim) => {
+      const until = new Date(tim);
+      return isNaN(until) ? tim : until.toLocaleString();
+    });
+  }
+  return (ERRORS[err.err] || "Error") + (detail ? " (" + detail + ")" : "");
 }
 
 function show(m) {

@@ -73,21 +73,26 @@ impl Action {
         let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) else {
             return Err(invalid("must be an object"));
         };
-        let has = |key: &str| fields.contains_key(key);
-        match fields.len() {
-            1 if has("retract") => {
-                let tim = fields["retract"]
+        let field = |key: &str| fields.get(key);
+        match (
+            fields.len(),
+            field("retract"),
+            field("mute"),
+            field("seconds"),
+        ) {
+            (1, Some(retract), _, _) => {
+                let tim = retract
                     .as_str()
                     .and_then(|t| parse_tim(t).ok())
                     .ok_or_else(|| invalid("\"retract\" must be the \"tim\" of a message"))?;
                 Ok(Action::Retract { tim })
             }
-            2 if has("mute") && has("seconds") => {
-                let usr = match fields["mute"].as_str() {
+            (2, None, Some(mute), Some(seconds)) => {
+                let usr = match mute.as_str() {
                     Some(usr) if !usr.is_empty() => usr.to_owned(),
                     _ => return Err(invalid("\"mute\" must be a non-empty name")),
                 };
-                let seconds = fields["seconds"]
+                let seconds = seconds
                     .as_u64()
                     .filter(|s| *s <= MAX_MUTE_SECONDS)
                     .ok_or_else(|| {
@@ -196,38 +201,59 @@ impl Retractions {
 
 /// Muted names and when each mute ends, at most [`MAX_MUTES`].
 #[derive(Debug, Default)]
-pub(crate) struct Mutes(HashMap<String, DateTime<Utc>>);
+pub(crate) struct Mutes(HashMap<String, Mute>);
+
+/// The last decision about one name.
+#[derive(Debug, Clone, Copy)]
+struct Mute {
+    /// The `tim` of the action that decided it.
+    decided: DateTime<Utc>,
+    /// When it ends (`decided` for a lifted mute).
+    until: DateTime<Utc>,
+}
 
 impl Mutes {
-    /// Applies `acted` if it is a mute (0 seconds lifts it), dropping the
-    /// mutes that ended before it; deterministic given the log, so every
-    /// instance and every restart agree.
+    /// Applies `acted` if it is a mute (0 seconds lifts it), unless a
+    /// later action already decided about that name: so actions read back
+    /// from the log after later ones were applied (at start, while the
+    /// archive is read) change nothing, and every instance and every
+    /// restart agree. Ended mutes are dropped once the bound is reached.
     pub fn apply(&mut self, acted: &Moderated) {
         let Action::Mute { usr, seconds } = &acted.action else {
             return;
         };
-        let (usr, seconds) = (usr.as_str(), *seconds);
-        let now = acted.tim;
-        self.0.retain(|_, until| *until > now);
-        if seconds == 0 {
-            self.0.remove(usr);
+        if self.0.get(usr).is_some_and(|m| m.decided >= acted.tim) {
             return;
         }
-        let until = acted.until(seconds);
+        let now = acted.tim;
+        if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
+            self.0.retain(|_, m| m.until > now);
+        }
         if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
             let first = self
                 .0
                 .iter()
-                .min_by_key(|(_, until)| **until)
+                .min_by_key(|(_, m)| m.until)
                 .map(|(usr, _)| usr.clone());
             if let Some(first) = first {
                 self.0.remove(&first);
             }
         }
-        self.0.insert(usr.to_owned(), until);
+        let until = if *seconds == 0 {
+            now
+        } else {
+            acted.until(*seconds)
+        };
+        self.0.insert(
+            usr.clone(),
+            Mute {
+                decided: now,
+                until,
+            },
+        );
     }
 
-    /// Whether nobody is muted (publishing needs no check).
+    /// Whether nobody was ever muted (publishing needs no check).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -237,7 +263,10 @@ impl Mutes {
         if self.0.is_empty() {
             return None;
         }
-        self.0.get(usr).copied().filter(|until| *until > now)
+        self.0
+            .get(usr)
+            .map(|m| m.until)
+            .filter(|until| *until > now)
     }
 }
 
@@ -263,13 +292,11 @@ impl Rebuild {
         }
     }
 
-    /// Applies what was gathered, oldest first, each action once.
-    pub fn finish(mut self, retractions: &mut Retractions, mutes: &mut Mutes) {
+    /// The actions gathered, oldest first, each once.
+    pub fn finish(mut self) -> Vec<Moderated> {
         self.0.sort_by_key(|m| m.tim);
         self.0.dedup_by_key(|m| m.tim);
-        for acted in &self.0 {
-            apply(acted, retractions, mutes);
-        }
+        self.0
     }
 }
 
@@ -429,7 +456,14 @@ mod tests {
         rebuild.line(r#"{"usr":"a","msg":"not an action","tim":"2020-08-11T22:20:00Z"}"#);
         rebuild.line(r#"{"usr":"a","msg":"m","mod":"malformed","tim":"2020-08-11T22:20:00Z"}"#);
         let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        rebuild.finish(&mut retractions, &mut mutes);
+        let actions = rebuild.finish();
+        assert_eq!(actions.len(), 2);
+        for acted in &actions {
+            apply(acted, &mut retractions, &mut mutes);
+        }
+        assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
+        // Read back after a later action was applied: changes nothing.
+        apply(&actions[0], &mut retractions, &mut mutes);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
     }
 

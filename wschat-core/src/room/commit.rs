@@ -102,7 +102,7 @@ impl State {
     }
 
     /// Takes the message with `tim` out of every later replay.
-    fn retract(&mut self, tim: DateTime<Utc>) {
+    pub fn retract(&mut self, tim: DateTime<Utc>) {
         self.retractions.insert(tim);
         let at = self.recent.partition_point(|(t, _)| *t < tim);
         if self.recent.get(at).is_some_and(|(t, _)| *t == tim) {
@@ -142,7 +142,9 @@ pub(crate) struct Engine {
     writing: Mutex<()>,
     /// Who is muted until when: checked on every publish, so under a lock
     /// of its own rather than `state`'s.
-    mutes: Mutex<Mutes>,
+    pub(super) mutes: Mutex<Mutes>,
+    /// Whether the moderation state has been read back from the logs.
+    pub(super) rebuilt: super::rebuild::Rebuilt,
     /// Whether the writer thread runs; without it batches are written in
     /// place.
     threaded: std::sync::atomic::AtomicBool,
@@ -174,6 +176,7 @@ impl Engine {
             queued: Condvar::new(),
             writing: Mutex::new(()),
             mutes: Mutex::new(mutes),
+            rebuilt: Default::default(),
             threaded: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
         });
@@ -330,6 +333,16 @@ impl Engine {
     /// The room's own log.
     pub fn log(&self) -> &dyn Log {
         self.log.as_ref()
+    }
+
+    /// The room's own log, shared.
+    pub(super) fn log_arc(&self) -> Arc<dyn Log> {
+        self.log.clone()
+    }
+
+    /// The shared log, if any, shared.
+    pub(super) fn shared_arc(&self) -> Option<Arc<dyn SharedLog>> {
+        self.shared.clone()
     }
 
     /// The shared log, if the room has one.

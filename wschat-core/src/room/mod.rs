@@ -12,6 +12,7 @@
 mod commit;
 mod config;
 mod member;
+mod rebuild;
 mod resume;
 
 use std::fmt;
@@ -135,9 +136,11 @@ impl RoomBuilder {
     /// The room; fails when the log's history cannot be read.
     ///
     /// The retractions and mutes the logs hold (README, "Moderation") are
-    /// read back first: the room's log is read whole, front to back (a
-    /// file in one sequential read), and so is a shared log that can be
-    /// read back.
+    /// read back too: those in the history at once, the rest on a thread
+    /// of the room's own, which reads the room's log whole, front to back
+    /// (a file in one sequential read), and a shared log that can be read
+    /// back. Reads by cursor ([`Room::read`], [`Room::catch_up`]) wait
+    /// for it.
     pub fn build(self) -> Result<Room, LogError> {
         let config = self.config;
         let recent = match self.history {
@@ -145,23 +148,23 @@ impl RoomBuilder {
             // One at least: the newest message tells where reads stop.
             None => self.log.recent(config.history.max(1))?,
         };
-        let mut rebuild = Rebuild::default();
-        if self.rebuild {
-            self.log.scan(&mut |line| rebuild.line(line))?;
-            if let Some(shared) = &self.shared_log {
-                crate::log::scan_pages(
-                    |after, limit| shared.read_after(after, limit),
-                    &mut |line| rebuild.line(line),
-                )?;
-            }
-        }
+        // The history holds every action about its own messages; the
+        // rest of the logs is read back on a thread (`rebuild.rs`).
+        let mut in_history = Rebuild::default();
         for frame in &recent {
-            rebuild.line(frame.as_str());
+            in_history.line(frame.as_str());
         }
         let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        rebuild.finish(&mut retractions, &mut mutes);
+        for acted in in_history.finish() {
+            moderation::apply(&acted, &mut retractions, &mut mutes);
+        }
         let state = State::new(config.send_queue, config.history, recent, retractions);
         let engine = Engine::start(self.clock, self.log, self.shared_log, state, mutes);
+        if self.rebuild {
+            engine.rebuild();
+        } else {
+            engine.rebuilt.finish();
+        }
         Ok(Room {
             shared: Arc::new(Shared {
                 jwt: config.jwt.clone().map(Jwt::new),

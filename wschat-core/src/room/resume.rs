@@ -98,6 +98,7 @@ impl Room {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Vec<Frame>, LogError> {
+        self.shared.engine.rebuilt.wait()?;
         let read = match since {
             Some(_) => self.read_forward(since, before, limit)?,
             None => self.read_backward(before, limit)?,
@@ -251,6 +252,7 @@ impl CatchUp {
     /// memory. Reads the log, so it may block on a disk: call it where
     /// blocking is allowed (an async transport: `spawn_blocking`).
     pub fn next(&mut self, limit: usize) -> Result<Step, LogError> {
+        self.room.shared.engine.rebuilt.wait()?;
         let mut page = Vec::new();
         if !self.started {
             self.started = true;
