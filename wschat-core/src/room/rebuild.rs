@@ -149,3 +149,11 @@ fn rebuild_until_done(engine: &Weak<Engine>, log: &dyn Log, shared: Option<&dyn 
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+#[cfg(test)]
+impl super::Room {
+    /// Applies `actions` as if read back from the log, for tests.
+    pub(crate) fn merge_read_back(&self, actions: &[Moderated]) {
+        self.shared.engine.merge(actions);
+    }
+}

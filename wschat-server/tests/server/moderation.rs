@@ -342,6 +342,10 @@ async fn a_mute_survives_a_restart_and_zero_seconds_lifts_it() {
     server.stop().await;
 
     let server = TestServer::start_on(addr, &args).await;
+    // Reads wait until the archive is read back; so does this test (a
+    // mute older than the history applies once it is: README,
+    // "Moderation").
+    assert_eq!(server.get("/messages").await.0, 200);
     let mut spam = server.client().await;
     spam.expect_error(&chat("spam", "still?"), "muted").await;
     let mut mo = server.client().await;
