@@ -449,13 +449,12 @@ async fn a_live_message_older_than_the_last_shown_is_still_shown() {
     wait_until(&ann, "the replayed message", &shown("from the future")).await;
 
     server.stop().await;
+    // The drop noticed first: else `open` may still be the old connection,
+    // and a message published before the page is back has an older `tim`
+    // than its cursor, which no resume can find.
+    wait_until(&ann, "the drop noticed", CLOSED).await;
     let server = TestServer::start_on(addr, &[]).await;
-    wait_until(
-        &ann,
-        "reconnected",
-        "document.getElementById('status').dataset.state === 'open'",
-    )
-    .await;
+    wait_until(&ann, "reconnected", OPEN).await;
     let mut bob = server.client().await;
     bob.send(&common::chat("bob", "now")).await;
     assert!(bob.recv().await["tim"].as_str() < Some("2999"));
