@@ -46,6 +46,7 @@ pub struct Archive {
     fsync: bool,
     file: Mutex<File>,
     skipped: AtomicUsize,
+    places: lines::Places,
 }
 
 impl Archive {
@@ -65,6 +66,7 @@ impl Archive {
             fsync,
             file: Mutex::new(file),
             skipped: AtomicUsize::new(0),
+            places: lines::Places::default(),
         };
         archive.terminate_torn_line()?;
         Ok(archive)
@@ -224,7 +226,12 @@ impl Log for Archive {
         after: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
-        Ok(Some(lines::read_after(&self.path, after, limit)?))
+        Ok(Some(lines::read_after(
+            &self.path,
+            after,
+            limit,
+            &self.places,
+        )?))
     }
 
     fn read_before(
@@ -242,6 +249,7 @@ impl Log for Archive {
     fn reopen(&self) -> Result<(), LogError> {
         let fresh = open_append(&self.path)?;
         *self.lock() = fresh;
+        self.places.clear();
         Ok(())
     }
 }
