@@ -52,6 +52,9 @@ pub struct TokenArgs {
     /// Make the token expire this many seconds from now.
     #[arg(long, value_name = "SECONDS")]
     pub exp: Option<u64>,
+    /// Make it a moderator's token: its --jwt-mod-claim is true.
+    #[arg(long = "mod")]
+    pub moderator: bool,
 }
 
 /// How log lines are written to stderr.
@@ -132,8 +135,19 @@ pub struct Options {
     #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_USR_CLAIM", value_name = "NAME")]
     pub jwt_usr_claim: Option<String>,
 
+    /// The claim that makes a token a moderator's when it is `true`.
+    #[arg(
+        help_heading = TOKENS,
+        long,
+        env = "WSCHAT_JWT_MOD_CLAIM",
+        default_value = "mod",
+        value_name = "NAME",
+        global = true
+    )]
+    pub jwt_mod_claim: String,
+
     /// Replay the last N messages to each new client.
-    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
+    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = RoomConfig::DEFAULT_HISTORY, value_name = "N")]
     pub history: usize,
 
     /// Append every relayed message to FILE (JSON Lines) before relaying
@@ -186,16 +200,16 @@ pub struct Options {
     pub max_connections: usize,
 
     /// Per-connection publish rate in messages per second; 0 turns it off.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_RATE", default_value_t = 20.0, value_name = "R")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_RATE", default_value_t = RoomConfig::DEFAULT_RATE, value_name = "R")]
     pub rate: f64,
 
     /// Per-connection burst of messages above the rate.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_BURST", default_value_t = RoomConfig::DEFAULT_BURST, value_name = "B")]
     pub burst: u32,
 
     /// How many messages a client may fall behind before it counts as too
     /// slow (the room's ring, rounded up to a power of two).
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_SEND_QUEUE", default_value_t = RoomConfig::DEFAULT_SEND_QUEUE, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
 
@@ -336,6 +350,7 @@ mod tests {
         assert!(o.jwt_secret.is_none() && o.allowed_origin.is_empty());
         assert!(o.jwt_public_key.is_none() && o.jwks.is_none() && !o.jwt_optional);
         assert!(o.jwt_issuer.is_none() && o.jwt_audience.is_none() && !o.jwt_enabled());
+        assert_eq!(o.jwt_mod_claim, "mod");
     }
 
     #[test]

@@ -20,8 +20,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
+use wschat_core::{
+    CatchUp, Frame, LogError, Member, Moderated, Publish, PublishError, RecvError, Step,
+};
 
+use crate::counted::Counted;
+use crate::messages::{fitting, largest_relayed};
 use crate::metrics::Metrics;
 
 /// How long sending a close frame may take: a stalled peer that resumes
@@ -43,6 +47,8 @@ const CLOSE_LINGER_BYTES: usize = 1 << 20;
 pub(crate) struct Limits {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// `--max-message-bytes`: what sizes a catch-up page.
+    pub max_message_bytes: usize,
 }
 
 /// How many of one connection's messages may await their commit at once
@@ -80,14 +86,17 @@ pub(crate) enum Start {
     CatchUp(CatchUp),
 }
 
-/// How many messages a catch-up reads and sends at a time.
+/// The most bytes of messages one catch-up page holds (README, "Resume"):
+/// what a resumer that stops reading keeps the server holding for it.
+const CATCH_UP_PAGE_BYTES: usize = 1 << 20;
+/// The most messages one catch-up page holds, however small they are.
 const CATCH_UP_PAGE: usize = 256;
 
 /// Makes the connection a member: at once, or after catching a resuming
 /// client up. When that fails the connection is closed (with a close
 /// frame, when the server ends it) and why is returned.
 pub(crate) async fn join<S>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<Counted<S>>,
     start: Start,
     limits: &Limits,
     metrics: &Metrics,
@@ -103,9 +112,7 @@ where
         Ok(member) => return Ok(member),
         Err(ended) => ended,
     };
-    if let Ended::Closed(code, reason) = &ended {
-        Box::pin(close(ws, *code, reason)).await;
-    }
+    finish(ws, &ended).await;
     Err(ended)
 }
 
@@ -122,10 +129,10 @@ where
 
 /// Sends what came after a resuming client's cursor, a page at a time at
 /// the client's pace (the next page is read once the last is written),
-/// and returns its member once it is caught up. A client that reads
-/// nothing for the idle timeout is closed.
+/// and returns its member once it is caught up. A client whose socket
+/// takes nothing for the idle timeout is closed (README, "Resume").
 async fn catch_up_then_join<S>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<Counted<S>>,
     mut catch_up: CatchUp,
     limits: &Limits,
     metrics: &Metrics,
@@ -133,19 +140,20 @@ async fn catch_up_then_join<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut largest = largest_relayed(limits.max_message_bytes);
     loop {
         let read = tokio::task::spawn_blocking(move || {
-            let step = catch_up.next(CATCH_UP_PAGE);
-            (catch_up, step)
+            let page = read_page(&mut catch_up, &mut largest);
+            (catch_up, largest, page)
         })
         .await;
-        let step = match read {
-            Ok((rest, Ok(step))) => {
-                catch_up = rest;
-                step
+        let (page, member) = match read {
+            Ok((rest, seen, Ok(page))) => {
+                (catch_up, largest) = (rest, seen);
+                page
             }
-            Ok((_, Err(e))) => {
-                tracing::warn!(error = %e, "cannot read the log for a resume");
+            Ok((_, _, Err(e))) => {
+                crate::warn_every::unreadable_log(&e, "a resume");
                 return Err(Ended::Closed(
                     CloseCode::Again,
                     "cannot read the archive now",
@@ -153,28 +161,99 @@ where
             }
             Err(_) => return Err(Ended::Closed(CloseCode::Error, "internal error")),
         };
-        let page = match step {
-            Step::Live(member) => return Ok(member),
-            Step::Page(page) => page,
-        };
-        let bytes: usize = page.iter().map(Frame::len).sum();
-        let written = async {
-            for frame in page {
-                ws.feed(text_message(frame)).await?;
-            }
-            ws.flush().await
-        };
-        match timeout(limits.idle_timeout, written).await {
-            Ok(Ok(())) => metrics.sent(bytes),
-            Ok(Err(e)) => return Err(Ended::Error(e)),
-            Err(_) => {
-                return Err(Ended::Closed(
-                    CloseCode::Policy,
-                    "too slow: catch-up not read",
-                ));
-            }
+        if !page.is_empty() {
+            let bytes = Box::pin(write_page(ws, page, limits.idle_timeout)).await?;
+            metrics.sent(bytes);
+        }
+        if let Some(member) = member {
+            return Ok(member);
         }
     }
+}
+
+/// Reads the next page of a catch-up, and its member once caught up (the
+/// rest then comes as the member's replay). A page holds at most
+/// [`CATCH_UP_PAGE`] messages and [`CATCH_UP_PAGE_BYTES`] even if every
+/// message still to read were `largest` bytes: the largest message
+/// `--max-message-bytes` lets the server relay, or the largest seen in
+/// the log (one written under a larger limit), which it raises. A log
+/// read asks for no more messages than that bound allows, so small
+/// messages take several reads to fill a page; one message at least.
+fn read_page(
+    catch_up: &mut CatchUp,
+    largest: &mut usize,
+) -> Result<(Vec<Frame>, Option<Member>), LogError> {
+    let mut page: Vec<Frame> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let room = CATCH_UP_PAGE_BYTES.saturating_sub(bytes);
+        let limit = fitting(room, *largest, CATCH_UP_PAGE.saturating_sub(page.len()));
+        if !page.is_empty() && (page.len() >= CATCH_UP_PAGE || limit * *largest > room) {
+            return Ok((page, None));
+        }
+        match catch_up.next(limit)? {
+            Step::Page(frames) => {
+                for frame in &frames {
+                    bytes += frame.len();
+                    *largest = (*largest).max(frame.len());
+                }
+                page.extend(frames);
+            }
+            Step::Live(member) => return Ok((page, Some(member))),
+        }
+    }
+}
+
+/// Writes one catch-up page and flushes it; its bytes. Gives up only when
+/// the socket accepts no byte for `idle`, however long the whole page
+/// takes a slow reader (README, "Resume"): each frame is let go once
+/// written.
+async fn write_page<S>(
+    ws: &mut WebSocketStream<Counted<S>>,
+    page: Vec<Frame>,
+    idle: Duration,
+) -> Result<usize, Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut frames = page.into_iter();
+    let mut next = frames.next();
+    let mut bytes = 0;
+    let mut seen = ws.get_ref().written();
+    let mut deadline = pin!(tokio::time::sleep(idle));
+    poll_fn(|cx| {
+        loop {
+            match next.take() {
+                Some(frame) => match ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        bytes += frame.len();
+                        if let Err(e) = ws.start_send_unpin(text_message(frame)) {
+                            return Poll::Ready(Err(Ended::Error(e)));
+                        }
+                        next = frames.next();
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Ended::Error(e))),
+                    Poll::Pending => next = Some(frame),
+                },
+                None => {
+                    if let Poll::Ready(flushed) = ws.poll_flush_unpin(cx) {
+                        return Poll::Ready(flushed.map(|()| bytes).map_err(Ended::Error));
+                    }
+                }
+            }
+            // Blocked on the socket: the deadline moves on with every byte
+            // it took since.
+            let written = ws.get_ref().written();
+            if written != seen {
+                seen = written;
+                deadline.as_mut().reset(Instant::now() + idle);
+            }
+            ready!(deadline.as_mut().poll(cx));
+            return Poll::Ready(Err(idle_close()));
+        }
+    })
+    .await
 }
 
 /// Serves a joined member until the connection ends.
@@ -282,7 +361,7 @@ where
             () = &mut keepalive => {
                 let now = Instant::now();
                 if now >= last_seen + limits.idle_timeout {
-                    return idle();
+                    return idle_close();
                 }
                 if !pinged && now >= last_seen + limits.ping_interval {
                     pinged = true;
@@ -314,8 +393,11 @@ async fn next_outcome(in_flight: &mut VecDeque<Publish>) -> Result<Frame, Publis
 /// Counts a publish's outcome; the error frame to send, if any.
 fn answer(outcome: Result<Frame, PublishError>, metrics: &Metrics) -> Option<PublishError> {
     match outcome {
-        Ok(_) => {
+        Ok(frame) => {
             metrics.relayed();
+            if let Some(acted) = Moderated::of(&frame) {
+                metrics.moderated(&acted);
+            }
             None
         }
         Err(e) => Some(e),
@@ -424,7 +506,7 @@ impl StallCheck {
                 return Poll::Ready(too_slow(metrics));
             }
             if Instant::now() >= idle_at {
-                return Poll::Ready(idle());
+                return Poll::Ready(idle_close());
             }
             timer.as_mut().reset(next_check());
         }
@@ -452,7 +534,7 @@ async fn unless_stalled(
 
 /// The close for a client that sent nothing, not even a pong, for the idle
 /// timeout.
-fn idle() -> Ended {
+fn idle_close() -> Ended {
     Ended::Closed(CloseCode::Away, "idle timeout")
 }
 

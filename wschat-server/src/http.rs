@@ -27,6 +27,7 @@ use wschat_core::Member;
 
 use crate::assets::Body;
 use crate::connection::{self, Start};
+use crate::counted::Counted;
 use crate::messages;
 use crate::server::{App, ConnectionSlot};
 
@@ -72,6 +73,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 "pending": app.pending.len(),
                 "uptime_s": app.started.elapsed().as_secs(),
                 "jwt": app.options.jwt_enabled(),
+                // The page shows moderation controls to a token with it.
+                "mod_claim": app.options.jwt_enabled().then_some(&app.options.jwt_mod_claim),
                 "history": app.options.history,
                 "backplane": match &app.backplane {
                     None => "none",
@@ -83,10 +86,23 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
         }
         "/messages" => match messages::Query::parse(req.uri().query()) {
             Err(detail) => bad_request(&detail),
-            Ok(query) => match messages::read(&app.room, query).await {
+            Ok(query) => match messages::read(&app.room, &app.reads, query).await {
                 Ok(body) => respond(StatusCode::OK, "application/json", body),
-                Err(e) => {
-                    warn!(error = %e, "GET /messages: cannot read the archive");
+                Err(messages::ReadError::Busy) => {
+                    let body = serde_json::json!({"err": "unavailable", "detail": "too many reads of the archive at once; try again"});
+                    let mut response = respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "application/json",
+                        body.to_string().into(),
+                    );
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_static(messages::RETRY_AFTER),
+                    );
+                    response
+                }
+                Err(messages::ReadError::Log(e)) => {
+                    crate::warn_every::unreadable_log(&e, "GET /messages");
                     let body = serde_json::json!({"err": "unavailable", "detail": "cannot read the archive now"});
                     respond(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -189,7 +205,7 @@ struct Setup {
 /// A WebSocket connection once it is open and joined, as its task holds
 /// it for the connection's life.
 struct Open {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Counted<TcpStream>>,
     member: Member,
     slot: ConnectionSlot,
     peer: SocketAddr,
@@ -231,9 +247,10 @@ async fn open(setup: Box<Setup>) -> Option<Open> {
     };
     let app = &slot.app;
     // Back to the bare TcpStream that hyper boxed when it handed the
-    // socket over, so no layer sits under every read and write. The
-    // read buffer is copied out and let go at once: even empty, it
-    // holds on to hyper's whole 8 KiB buffer.
+    // socket over, so no boxed layer sits under every read and write
+    // ([`Counted`] only adds up what the socket took). The read buffer is
+    // copied out and let go at once: even empty, it holds on to hyper's
+    // whole 8 KiB buffer.
     let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
         Err(_) => {
@@ -241,8 +258,13 @@ async fn open(setup: Box<Setup>) -> Option<Open> {
             return None;
         }
     };
-    let mut ws =
-        WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(app.ws_config)).await;
+    let mut ws = WebSocketStream::from_partially_read(
+        Counted::new(tcp),
+        read,
+        Role::Server,
+        Some(app.ws_config),
+    )
+    .await;
     info!(%peer, "connection opened");
     match connection::join(&mut ws, start, &app.limits, &app.metrics).await {
         Ok(member) => Some(Open {

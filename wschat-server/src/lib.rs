@@ -8,6 +8,7 @@
 mod assets;
 pub mod cli;
 mod connection;
+mod counted;
 mod error;
 mod http;
 mod jwks;
@@ -17,6 +18,7 @@ mod metrics;
 mod redis_log;
 mod server;
 pub mod signals;
+mod warn_every;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,9 +54,11 @@ async fn build_room(
         let archive =
             Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
         if options.redis.is_none() {
-            // With Redis, the history is the stream's tail instead.
+            // With Redis, the history is the stream's tail instead. One at
+            // least, with no history too: reads by cursor stop at the
+            // newest message the room knows of.
             let recent = archive
-                .recent(options.history)
+                .recent(options.history.max(1))
                 .map_err(ServerError::Archive)?;
             if archive.skipped_lines() > 0 {
                 warn!(
@@ -134,7 +138,9 @@ pub async fn run(
         limits: Limits {
             ping_interval: options.ping_interval(),
             idle_timeout: options.idle_timeout(),
+            max_message_bytes: options.max_message_bytes,
         },
+        reads: messages::Reads::new(options.max_message_bytes),
         ws_config: server::ws_config(&options),
         assets: options
             .static_dir

@@ -28,8 +28,8 @@
 //! that answers errors is never hammered. While the writer backs off,
 //! publishing answers `unavailable` at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -83,7 +83,7 @@ const FIELD: &str = "m";
 /// reads the stream back by cursor.
 pub(crate) struct RedisLog {
     queue: mpsc::UnboundedSender<(Stamped, Ack)>,
-    client: Client,
+    readers: Readers,
     key: String,
 }
 
@@ -99,7 +99,12 @@ impl SharedLog for RedisLog {
         after: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
-        let start = after.map_or_else(|| "-".to_owned(), |t| format!("({}", stream_id(t)));
+        // A cursor before 1970 is before every entry (ids are never
+        // negative).
+        let start = match after {
+            Some(t) if t > DateTime::UNIX_EPOCH => format!("({}", stream_id(t)),
+            _ => "-".to_owned(),
+        };
         let range: StreamRangeReply = self.query(
             redis::cmd("XRANGE")
                 .arg(&self.key)
@@ -116,7 +121,12 @@ impl SharedLog for RedisLog {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
-        let end = before.map_or_else(|| "+".to_owned(), |t| format!("({}", stream_id(t)));
+        let end = match before {
+            None => "+".to_owned(),
+            Some(t) if t > DateTime::UNIX_EPOCH => format!("({}", stream_id(t)),
+            // Nothing is before 1970.
+            Some(_) => return Ok(Some(Vec::new())),
+        };
         let range: StreamRangeReply = self.query(
             redis::cmd("XREVRANGE")
                 .arg(&self.key)
@@ -132,16 +142,138 @@ impl SharedLog for RedisLog {
 }
 
 impl RedisLog {
-    /// One blocking command on a connection of its own: reads by cursor
-    /// run on the blocking pool, never on the writer's or reader's link.
+    /// One blocking command on one of the [`Readers`]: reads by cursor run
+    /// on the blocking pool, never on the writer's or reader's link.
     fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LogError> {
-        let mut con = self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(|e| LogError::new(format!("Redis: {e}")))?;
-        let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
-        cmd.query(&mut con)
-            .map_err(|e| LogError::new(format!("Redis: {e}")))
+        self.readers.query(cmd)
+    }
+
+    /// Lets go of the idle connections: part of the server's shutdown.
+    fn close(&self) {
+        self.readers.close();
+    }
+}
+
+/// How many connections reads by cursor (`GET /messages`, catch-up pages)
+/// use at once; more wait for one. Each is kept for the next read, so a
+/// read costs no TCP connection (README, "Several instances (Redis)").
+const MAX_READERS: usize = 8;
+/// How long a read waits for a connection before it fails.
+const READER_WAIT: Duration = Duration::from_secs(5);
+/// How long connecting, and then each answer, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections of reads by cursor: at most [`MAX_READERS`], kept
+/// open between reads.
+struct Readers {
+    client: Client,
+    state: Mutex<ReadersState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct ReadersState {
+    idle: Vec<redis::Connection>,
+    /// Connections idle or in use.
+    open: usize,
+    /// The server is shutting down: connections are not kept.
+    closed: bool,
+}
+
+impl Readers {
+    fn new(client: Client) -> Self {
+        Readers {
+            client,
+            state: Mutex::new(ReadersState::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadersState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `cmd` on a kept connection, or a new one; a kept connection
+    /// that turns out broken (Redis restarted) is replaced once.
+    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LogError> {
+        let failed = |e: &dyn std::fmt::Display| LogError::new(format!("Redis: {e}"));
+        let (mut con, mut kept) = self.take().map_err(|e| failed(&e))?;
+        loop {
+            match cmd.query(&mut con) {
+                Ok(answer) => {
+                    self.give_back(Some(con));
+                    return Ok(answer);
+                }
+                Err(e) if kept && (e.is_io_error() || e.is_connection_dropped()) => {
+                    match self.connect() {
+                        Ok(new) => (con, kept) = (new, false),
+                        Err(e) => {
+                            self.give_back(None);
+                            return Err(failed(&e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.give_back(None);
+                    return Err(failed(&e));
+                }
+            }
+        }
+    }
+
+    /// A connection, and whether it was kept from an earlier read; waits
+    /// up to [`READER_WAIT`] while [`MAX_READERS`] are in use.
+    fn take(&self) -> Result<(redis::Connection, bool), String> {
+        let deadline = std::time::Instant::now() + READER_WAIT;
+        let mut state = self.lock();
+        loop {
+            if let Some(con) = state.idle.pop() {
+                return Ok((con, true));
+            }
+            if state.open < MAX_READERS {
+                state.open += 1;
+                drop(state);
+                return self
+                    .connect()
+                    .map(|con| (con, false))
+                    .inspect_err(|_| self.give_back(None))
+                    .map_err(|e| e.to_string());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err("too many reads at once".to_owned());
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        con.set_read_timeout(Some(READ_TIMEOUT))?;
+        Ok(con)
+    }
+
+    /// Keeps `con` for the next read (`None`: it was let go).
+    fn give_back(&self, con: Option<redis::Connection>) {
+        let mut state = self.lock();
+        match con {
+            Some(con) if !state.closed => state.idle.push(con),
+            _ => state.open -= 1,
+        }
+        drop(state);
+        self.freed.notify_one();
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.open -= state.idle.len();
+        state.idle.clear();
     }
 }
 
@@ -181,6 +313,7 @@ pub(crate) struct Link {
 pub(crate) struct Backplane {
     up: Arc<AtomicBool>,
     tasks: [tokio::task::JoinHandle<()>; 2],
+    log: Arc<RedisLog>,
 }
 
 impl Link {
@@ -215,7 +348,7 @@ impl Link {
         let mut frames: Vec<Frame> = tail.ids.into_iter().filter_map(message).collect();
         frames.reverse();
         let (tx, queue) = mpsc::unbounded_channel();
-        let reading = client.clone();
+        let reading = Readers::new(client.clone());
         info!(key, "backplane: Redis connected");
         Ok(Link {
             client,
@@ -226,7 +359,7 @@ impl Link {
             queue,
             log: Arc::new(RedisLog {
                 queue: tx,
-                client: reading,
+                readers: reading,
                 key: key.to_owned(),
             }),
             history: frames,
@@ -254,6 +387,7 @@ impl Link {
         Backplane {
             up,
             tasks: [writer, reader],
+            log: self.log,
         }
     }
 }
@@ -265,6 +399,7 @@ impl Backplane {
         for task in &self.tasks {
             task.abort();
         }
+        self.log.close();
     }
 
     /// Whether the relaying side is connected to Redis.

@@ -25,6 +25,7 @@ use crate::assets::Assets;
 use crate::cli::Options;
 use crate::connection::Limits;
 use crate::http;
+use crate::messages::Reads;
 use crate::metrics::Metrics;
 use crate::redis_log::Backplane;
 
@@ -42,6 +43,8 @@ pub(crate) struct App {
     pub options: Options,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The turns of `GET /messages`.
+    pub reads: Reads,
     pub ws_config: WebSocketConfig,
     pub assets: Assets,
     pub started: Instant,

@@ -3,8 +3,11 @@
 //! saw is on disk (handed to the OS before relay; synced first with
 //! `fsync`).
 //!
-//! Reading the last N lines seeks backwards from the end, so a start with a
-//! large archive costs what N lines cost, not what the file does.
+//! Reading the last N lines seeks backwards from the end, so the history
+//! at start costs what N lines cost, not what the file does. The
+//! moderation actions are read back at start in one sequential read of
+//! the file ([`Log::scan`]), which parses only the lines that hold a
+//! `"mod":` key.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -43,6 +46,7 @@ pub struct Archive {
     fsync: bool,
     file: Mutex<File>,
     skipped: AtomicUsize,
+    places: lines::Places,
 }
 
 impl Archive {
@@ -62,6 +66,7 @@ impl Archive {
             fsync,
             file: Mutex::new(file),
             skipped: AtomicUsize::new(0),
+            places: lines::Places::default(),
         };
         archive.terminate_torn_line()?;
         Ok(archive)
@@ -221,7 +226,12 @@ impl Log for Archive {
         after: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
-        Ok(Some(lines::read_after(&self.path, after, limit)?))
+        Ok(Some(lines::read_after(
+            &self.path,
+            after,
+            limit,
+            &self.places,
+        )?))
     }
 
     fn read_before(
@@ -232,9 +242,14 @@ impl Log for Archive {
         Ok(Some(lines::read_before(&self.path, before, limit)?))
     }
 
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        Ok(lines::scan(&self.path, each)?)
+    }
+
     fn reopen(&self) -> Result<(), LogError> {
         let fresh = open_append(&self.path)?;
         *self.lock() = fresh;
+        self.places.clear();
         Ok(())
     }
 }

@@ -47,6 +47,8 @@ pub struct ArchiveDir {
     fsync: bool,
     writer: Mutex<Writer>,
     closed_torn_line: Option<PathBuf>,
+    /// Where reads of the cursor's own day file ended.
+    places: lines::Places,
 }
 
 /// A day file and the length to cut it back to.
@@ -86,6 +88,7 @@ impl ArchiveDir {
             fsync,
             writer: Mutex::new(Writer::default()),
             closed_torn_line: None,
+            places: lines::Places::default(),
         };
         archive.closed_torn_line = archive.close_torn_line()?;
         let today = Utc::now().date_naive();
@@ -292,10 +295,26 @@ impl Log for ArchiveDir {
                 continue;
             }
             let path = self.path_of(day);
-            let page = lines::read_after(&path, after, limit - frames.len());
+            // A place is an offset in the file of its `tim`'s day: only
+            // that file's read may use one.
+            let unused = lines::Places::default();
+            let places = if first == Some(day) {
+                &self.places
+            } else {
+                &unused
+            };
+            let page = lines::read_after(&path, after, limit - frames.len(), places);
             frames.extend(page.map_err(at(&path))?);
         }
         Ok(Some(frames))
+    }
+
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        for day in self.days()? {
+            let path = self.path_of(day);
+            lines::scan(&path, each).map_err(at(&path))?;
+        }
+        Ok(())
     }
 
     fn read_before(

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
@@ -20,18 +21,67 @@ use crate::frame::Frame;
 /// How much is read at a time.
 const CHUNK: usize = 16 * 1024;
 
+/// How many read positions [`Places`] keeps: about one per catch-up
+/// under way.
+const PLACES: usize = 64;
+
+/// Where recent reads by cursor of one file ended: the offset of the line
+/// after the message with a given `tim`. A catch-up reads on from where
+/// its last page ended, and finding that place again by binary search
+/// reads some thirty chunks of a gigabyte file, more than a page of small
+/// messages costs. The file only grows (a cut-back after a failed write
+/// removes lines never relayed, so never read), so a place stays right
+/// until the file is replaced: [`clear`](Self::clear) then.
+#[derive(Debug, Default)]
+pub(crate) struct Places(Mutex<std::collections::VecDeque<(DateTime<Utc>, u64)>>);
+
+impl Places {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(DateTime<Utc>, u64)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, tim: DateTime<Utc>) -> Option<u64> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == tim)
+            .map(|(_, pos)| *pos)
+    }
+
+    fn put(&self, tim: DateTime<Utc>, pos: u64) {
+        let mut places = self.lock();
+        if places.len() == PLACES {
+            places.pop_front();
+        }
+        places.push_back((tim, pos));
+    }
+
+    /// Forgets every place: the file was replaced (reopened after a
+    /// rotation).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
 /// Up to `limit` messages with `tim` strictly after `after` (from the
-/// start when `None`), oldest first.
+/// start when `None`), oldest first. `places` remembers where the read
+/// ended, and tells where one ended before at `after`.
 pub(crate) fn read_after(
     path: &Path,
     after: Option<DateTime<Utc>>,
     limit: usize,
+    places: &Places,
 ) -> io::Result<Vec<Frame>> {
     let Some(file) = open(path)? else {
         return Ok(Vec::new());
     };
     let start = match after {
-        Some(after) => file.first_where(|tim| tim > after)?,
+        Some(after) => match places.get(after).filter(|pos| *pos <= file.len) {
+            Some(pos) => pos,
+            None => file.first_where(|tim| tim > after)?,
+        },
         None => 0,
     };
     let mut frames = Vec::new();
@@ -42,6 +92,9 @@ pub(crate) fn read_after(
         };
         frames.extend(message(line));
         pos = end;
+    }
+    if let Some(tim) = frames.last().and_then(Frame::tim) {
+        places.put(tim, pos);
     }
     Ok(frames)
 }
@@ -70,6 +123,50 @@ pub(crate) fn read_before(
     }
     frames.reverse();
     Ok(frames)
+}
+
+/// Lines longer than this are passed over by [`scan`] rather than held
+/// in memory whole (a message is far smaller; a damaged file may not be).
+const MAX_SCANNED_LINE: usize = 16 * 1024 * 1024;
+
+/// Calls `each` with every whole line of the file that is UTF-8 text,
+/// front to back, in one sequential read holding at most one line (a last
+/// line without its newline is left out, as in the reads by cursor, and so
+/// is a line longer than [`MAX_SCANNED_LINE`]).
+pub(crate) fn scan(path: &Path, each: &mut dyn FnMut(&str)) -> io::Result<()> {
+    use std::io::BufRead;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(());
+    }
+    let mut reader = io::BufReader::with_capacity(16 * CHUNK, file);
+    let (mut line, mut too_long) = (Vec::new(), false);
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (taken, ends) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        too_long |= line.len() + taken > MAX_SCANNED_LINE;
+        if !too_long {
+            line.extend_from_slice(&buf[..taken]);
+        }
+        reader.consume(taken + usize::from(ends));
+        if ends {
+            if let (false, Ok(text)) = (too_long, std::str::from_utf8(&line)) {
+                each(text);
+            }
+            line.clear();
+            too_long = false;
+        }
+    }
 }
 
 /// A line as a relayable frame with its `tim`, if it is one.
@@ -233,9 +330,12 @@ mod tests {
     fn pages_after_and_before_any_cursor() {
         let all = messages(50);
         let path = file_of("pages", &all);
+        // One set of places for all the reads: a read after `i` finds the
+        // place where the read after `i - 7` ended.
+        let places = Places::default();
         for i in 0..50 {
             assert_eq!(
-                msgs(&read_after(&path, at(i), 7).unwrap()),
+                msgs(&read_after(&path, at(i), 7, &places).unwrap()),
                 all[(i + 1).min(50)..(i + 8).min(50)].to_vec(),
                 "after {i}"
             );
@@ -246,14 +346,41 @@ mod tests {
             );
         }
         assert_eq!(
-            msgs(&read_after(&path, None, 3).unwrap()),
+            msgs(&read_after(&path, None, 3, &places).unwrap()),
             all[..3].to_vec()
         );
         assert_eq!(
             msgs(&read_before(&path, None, 3).unwrap()),
             all[47..].to_vec()
         );
-        assert!(read_after(&path, at(59), 3).unwrap().is_empty());
+        assert!(read_after(&path, at(59), 3, &places).unwrap().is_empty());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn paging_on_from_a_remembered_place_reads_what_was_appended() {
+        let all = messages(30);
+        let path = file_of("places", &all[..20]);
+        let places = Places::default();
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = read_after(&path, cursor, 6, &places).unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = last.tim();
+            got.extend(msgs(&page));
+        }
+        assert_eq!(got, all[..20].to_vec());
+        // The file grows; the place where the last read ended still holds.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, all[20..].concat().as_bytes()).unwrap();
+        assert_eq!(
+            msgs(&read_after(&path, cursor, 100, &places).unwrap()),
+            all[20..].to_vec()
+        );
         std::fs::remove_file(path).unwrap();
     }
 
@@ -263,7 +390,7 @@ mod tests {
         all.insert(4, "{\"usr\":\"a\",\"ms\n".to_owned());
         all.push("{\"usr\":\"a\",\"msg\":\"half".to_owned());
         let path = file_of("torn", &all);
-        let got = msgs(&read_after(&path, at(2), 100).unwrap());
+        let got = msgs(&read_after(&path, at(2), 100, &Places::default()).unwrap());
         let mut want = messages(10)[3..].to_vec();
         want.truncate(7);
         assert_eq!(got, want);
@@ -277,7 +404,11 @@ mod tests {
     #[test]
     fn a_missing_file_holds_nothing() {
         let path = std::env::temp_dir().join("wschat-lines-missing-nothing-here");
-        assert!(read_after(&path, None, 3).unwrap().is_empty());
+        assert!(
+            read_after(&path, None, 3, &Places::default())
+                .unwrap()
+                .is_empty()
+        );
         assert!(read_before(&path, None, 3).unwrap().is_empty());
     }
 }

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use crate::common::{Client, TestServer, WAIT, chat, free_port};
 use serde_json::Value;
 
-/// A redis-server on a free port, without persistence; killed when dropped.
-struct Redis {
+/// A redis-server on a free port, without persistence; killed when dropped
+/// (also used by the moderation tests).
+pub(crate) struct Redis {
     child: Child,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = free_port();
         Self::start_on(port)
     }
@@ -54,7 +55,7 @@ impl Redis {
             && &reply == b"+PONG\r\n"
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }
@@ -255,6 +256,9 @@ async fn a_stopped_instance_lets_go_of_redis() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Reads by cursor keep their connections for the next read.
+    let (status, _) = servers[0].get("/messages").await;
+    assert_eq!(status, 200);
     for s in servers {
         s.stop().await;
     }
@@ -602,4 +606,95 @@ async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
         "what its clients received, from either instance"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_before_1970_reads_the_stream_from_its_start() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut c = servers[0].client().await;
+    c.send(&chat("a", "hello")).await;
+    let sent = c.recv_text().await;
+    let since = "1969-12-31T23:59:59Z";
+    let (status, body) = servers[0].get(&format!("/messages?since={since}")).await;
+    assert_eq!((status, body), (200, format!("[{sent}]")));
+    let (status, body) = servers[0].get(&format!("/messages?before={since}")).await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let mut resumed = connect_to(servers[0].addr, &format!("?since={since}")).await;
+    let notice = resumed.recv().await;
+    assert_eq!(notice["gap"]["since"], since, "held: nothing that old");
+    assert_eq!(resumed.recv_text().await, sent);
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_by_cursor_reuse_their_redis_connections() {
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut c = servers[0].client().await;
+    c.send(&chat("a", "hello")).await;
+    let sent: Value = serde_json::from_str(&c.recv_text().await).unwrap();
+    let before = redis.connections_received();
+    for _ in 0..50 {
+        let (status, _) = servers[0].get("/messages?limit=1").await;
+        assert_eq!(status, 200);
+    }
+    for _ in 0..10 {
+        let since = "2001-01-01T00:00:00Z";
+        let mut resumed = connect_to(servers[0].addr, &format!("?since={since}")).await;
+        assert!(resumed.recv().await.get("gap").is_some());
+        assert_eq!(resumed.recv().await["tim"], sent["tim"]);
+    }
+    // One of them is the one asking.
+    let made = redis.connections_received() - before;
+    assert!(made <= 5, "{made} Redis connections for 70 reads");
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_beyond_the_bound_get_503_with_retry_after() {
+    // README, "The archive over HTTP": a few reads run at once; the rest
+    // wait briefly, then get 503.
+    let redis = Redis::start();
+    let servers = instances(&redis, 1, &[]).await;
+    let mut c = servers[0].client().await;
+    c.send(&chat("a", "hello")).await;
+    c.recv_text().await;
+    let addr = servers[0].addr;
+    // Warm: connections made before Redis stops answering.
+    for _ in 0..4 {
+        assert_eq!(servers[0].get("/messages").await.0, 200);
+    }
+    // Redis answers nothing for 4 s: every read waits for it.
+    let _: () = redis.cmd(&["CLIENT", "PAUSE", "4000", "ALL"]);
+    let start = Instant::now();
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let answer = crate::common::http_request(addr, "/messages", &[]).await;
+                (answer, start.elapsed())
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for request in requests {
+        let (answer, took) = request.await.unwrap();
+        if answer.status == 503 {
+            busy += 1;
+            assert!(took < Duration::from_millis(3500), "503 after {took:?}");
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+            let err: Value = serde_json::from_str(&answer.body).unwrap();
+            assert_eq!(err["err"], "unavailable", "{answer:?}");
+        } else {
+            assert_eq!(answer.status, 200, "{answer:?}");
+        }
+    }
+    assert!(busy > 0, "16 reads at once all waited for Redis");
+    for s in servers {
+        s.stop().await;
+    }
 }

@@ -237,3 +237,178 @@ fn a_catch_up_of_100k_messages_read_slowly_streams_in_bounded_memory() {
         "RSS grew from {base} KiB to {peak} KiB during the catch-up"
     );
 }
+
+/// An archive of `n` messages each padded to about `bytes`, a millisecond
+/// apart from 2020 on: the largest messages a publisher may post.
+fn large_archive(name: &str, n: usize, bytes: usize) -> (PathBuf, Vec<String>) {
+    let path = temp_path(name);
+    let pad = "x".repeat(bytes.saturating_sub(100));
+    let start = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").unwrap();
+    let mut text = String::with_capacity(n * bytes);
+    let mut tims = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = wschat_core::format_tim((start + chrono::Duration::milliseconds(i as i64)).into());
+        text.push_str(&format!(
+            "{{\"usr\":\"a\",\"msg\":\"{i}\",\"pad\":\"{pad}\",\"tim\":\"{t}\"}}\n"
+        ));
+        tims.push(t);
+    }
+    std::fs::write(&path, text).unwrap();
+    (path, tims)
+}
+
+/// A WebSocket client whose socket receives at most about `bytes` before
+/// its reader reads.
+async fn connect_with_receive_buffer(
+    addr: &str,
+    query: &str,
+    bytes: u32,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/{query}"), tcp)
+        .await
+        .unwrap();
+    ws
+}
+
+#[test]
+fn resumers_that_never_read_large_messages_keep_memory_bounded() {
+    // Each page of a catch-up is bounded in bytes (README, "Resume"), so a
+    // resumer that reads nothing holds about 1 MiB of the server's memory,
+    // however large the messages it asked for.
+    const CLIENTS: usize = 30;
+    let (path, tims) = large_archive("stall.jsonl", 600, 60_000);
+    let (mut child, addr, _) =
+        spawn_binary(&["--archive", path.to_str().unwrap(), "--history", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (base, peak) = rt.block_on(async {
+        let base = rss_kib(child.id());
+        let mut stalled = Vec::new();
+        for _ in 0..CLIENTS {
+            let query = format!("?since={}", tims[0]);
+            stalled.push(connect_with_receive_buffer(&addr, &query, 4096).await);
+        }
+        let mut peak = base;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            peak = peak.max(rss_kib(child.id()));
+        }
+        drop(stalled);
+        eprintln!("RSS {base} KiB, {peak} KiB with {CLIENTS} stalled resumers");
+        (base, peak)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_file(path).unwrap();
+    assert!(
+        peak - base < 100 * 1024,
+        "{CLIENTS} stalled resumers took the server's RSS from {base} KiB to {peak} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_but_steady_catch_up_reader_is_never_closed() {
+    // README, "Resume": a catching-up reader is closed only when it reads
+    // nothing for the idle timeout, however long one page takes it.
+    // 10 MB: more than socket buffers hold.
+    const N: usize = 160;
+    let (path, tims) = large_archive("steady.jsonl", N, 60_000);
+    let server = TestServer::start(&[
+        "--archive",
+        path.to_str().unwrap(),
+        "--history",
+        "1",
+        "--idle-timeout",
+        "2",
+        "--ping-interval",
+        "1",
+    ])
+    .await;
+    let addr = server.addr.to_string();
+    let mut ws =
+        connect_with_receive_buffer(&addr, &format!("?since={}", tims[0]), 16 * 1024).await;
+    // About 1 MB/s, steadily, for more than two idle timeouts.
+    for i in 1..N {
+        let text = loop {
+            let msg = tokio::time::timeout(common::WAIT, ws.next())
+                .await
+                .expect("the catch-up stalled")
+                .expect("closed")
+                .expect("error");
+            match msg {
+                Message::Text(text) => break text,
+                Message::Close(close) => panic!("message {i}: closed {close:?}"),
+                _ => {}
+            }
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["msg"], i.to_string(), "in order, none missing");
+        // The last 4 MB at once: socket buffers hold that much, and once
+        // live, a write blocked that long on a client not heard from
+        // counts as idle (README, "Errors and close codes").
+        if i < N - 70 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    let mut publisher = server.client().await;
+    publisher.send(&chat("b", "live")).await;
+    let live = loop {
+        let msg = tokio::time::timeout(common::WAIT, ws.next())
+            .await
+            .expect("nothing live")
+            .expect("closed")
+            .expect("error");
+        if let Message::Text(text) = msg {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(live["msg"], "live", "then live");
+    server.stop().await;
+    std::fs::remove_file(path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_messages_answers_at_most_1_mib_and_pages_on() {
+    // README, "The archive over HTTP": an answer stops short of `limit`
+    // at 1 MiB; paging on with `since` reads everything once.
+    let (path, tims) = large_archive("cap.jsonl", 100, 60_000);
+    let server = TestServer::start(&["--archive", path.to_str().unwrap(), "--history", "1"]).await;
+    let get = |query: String| {
+        let server = &server;
+        async move {
+            let (status, body) = server.get(&format!("/messages{query}")).await;
+            assert_eq!(status, 200, "{query}");
+            assert!(body.len() <= 1 << 20, "{query}: {} bytes", body.len());
+            let frames: Vec<Value> = serde_json::from_str(&body).unwrap();
+            frames
+                .iter()
+                .map(|f| f["tim"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest = get("?limit=1000".into()).await;
+    assert!(!newest.is_empty() && newest.len() < 100, "{}", newest.len());
+    assert_eq!(newest[..], tims[100 - newest.len()..], "the newest");
+    let older = get(format!("?before={}&limit=1000", newest[0])).await;
+    assert!(!older.is_empty());
+    assert_eq!(
+        older[..],
+        tims[100 - newest.len() - older.len()..100 - newest.len()]
+    );
+    let mut got = Vec::new();
+    let mut cursor = "2019-12-31T00:00:00Z".to_owned();
+    loop {
+        let page = get(format!("?since={cursor}&limit=1000")).await;
+        let Some(last) = page.last() else { break };
+        cursor = last.clone();
+        got.extend(page);
+    }
+    assert_eq!(got, tims, "every message once, in order");
+    server.stop().await;
+    std::fs::remove_file(path).unwrap();
+}
