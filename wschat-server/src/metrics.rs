@@ -191,7 +191,7 @@ impl Metrics {
                     moderator,
                     tim = at,
                     retracted,
-                    "moderation: {moderator} retracted the message of {retracted}"
+                    "moderation: {moderator:?} retracted the message of {retracted}"
                 );
                 "retract"
             }
@@ -200,7 +200,7 @@ impl Metrics {
                     moderator,
                     tim = at,
                     usr,
-                    "moderation: {moderator} lifted the mute on {usr}"
+                    "moderation: {moderator:?} lifted the mute on {usr:?}"
                 );
                 "unmute"
             }
@@ -210,7 +210,7 @@ impl Metrics {
                     tim = at,
                     usr,
                     seconds,
-                    "moderation: {moderator} muted {usr} for {seconds} s"
+                    "moderation: {moderator:?} muted {usr:?} for {seconds} s"
                 );
                 "mute"
             }
