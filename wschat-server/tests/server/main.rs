@@ -19,3 +19,4 @@ mod process;
 mod redis;
 mod resume;
 mod robustness;
+mod tls;

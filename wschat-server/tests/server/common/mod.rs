@@ -1,5 +1,7 @@
 //! Test helpers: a real server on a free port, real WebSocket clients.
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -294,7 +296,8 @@ impl Log {
 }
 
 /// Starts the binary on a free port with `args`; returns it, the address
-/// its "listening" log line names, and its log. The caller stops it.
+/// its "listening" log line names (`http://` or `https://`), and its log.
+/// The caller stops it.
 pub fn spawn_binary(args: &[&str]) -> (std::process::Child, String, Log) {
     spawn_binary_logging(args, "info")
 }
@@ -344,7 +347,10 @@ pub fn spawn_binary_with_env(
             let _ = child.wait();
             panic!("the server printed no listening line:\n{}", log.text());
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let listening = ["listening on http://", "listening on https://"]
+            .iter()
+            .find_map(|prefix| line.split(prefix).nth(1));
+        if let Some(rest) = listening {
             let addr = rest.split('/').next().unwrap_or_default().to_owned();
             return (child, addr, log);
         }
