@@ -1,5 +1,6 @@
 // The wschat browser client: connect, show messages as text, send,
-// reconnect with backoff. Every text goes through textContent, never HTML.
+// reconnect with backoff and resume where the page left off. Every text
+// goes through textContent, never HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -18,13 +19,18 @@ let attempt = 0;
 // a server that accepts and drops at once (restarting, shedding load)
 // then still sees every tab come back spread out, not all at once.
 const STABLE_MS = 10000;
-// Every `tim` shown. A (re)connected page is first replayed history it may
-// have shown already: while that replay lasts (until the first message
-// not shown yet), a message with a `tim` shown before is skipped. Live
-// messages are never compared: their `tim` may be older than one shown
-// (a clock that ran ahead, a restart), and they are new all the same.
+// Every `tim` shown. A page that reconnects asks for what came after the
+// last one (`lastTim`), but a server that does not resume (an older one)
+// first replays its history, which the page may have shown already:
+// while that replay lasts (until the first message not shown yet), a
+// message with a `tim` shown before is skipped. Live messages are never
+// compared: their `tim` may be older than one shown (a clock that ran
+// ahead, a restart), and they are new all the same.
 const shownTims = new Set();
 let replaying = false;
+// The `tim` of the last message shown: the cursor the page resumes from
+// (README, "Resume").
+let lastTim = null;
 
 fetch("/healthz").then((r) => r.json()).then((cfg) => {
   $("token-label").hidden = !cfg.jwt;
@@ -43,8 +49,7 @@ function showError(text) {
 }
 
 function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(scheme + "//" + location.host + "/");
+  ws = new WebSocket(socketUrl());
   setStatus("connecting", "connecting…");
   const socket = ws;
   ws.onopen = () => {
@@ -63,11 +68,13 @@ function connect() {
     // publisher sent: it is shown as part of a message, never as an error.
     if (typeof data.tim !== "string") {
       if (typeof data.err === "string") showError(describe(data));
+      else if (isGap(data)) showGap(data.gap);
       return;
     }
     if (replaying && shownTims.has(data.tim)) return;
     replaying = false;
     shownTims.add(data.tim);
+    lastTim = data.tim;
     show(data);
   };
   ws.onclose = (event) => {
@@ -110,8 +117,7 @@ function describe(err) {
 }
 
 function show(m) {
-  const follow = list.parentElement.scrollHeight - list.parentElement.scrollTop
-    - list.parentElement.clientHeight < 40;
+  const follow = following();
   const li = document.createElement("li");
   if (m.usr === usrInput.value) li.classList.add("own");
   const usr = document.createElement("span");
@@ -123,8 +129,69 @@ function show(m) {
   const time = document.createElement("time");
   time.dateTime = String(m.tim);
   const when = new Date(m.tim);
-  time.textContent = isNaN(when) ? "" : when.toLocaleTimeString();
+  time.textContent = formatWhen(when);
+  if (!isNaN(when)) time.title = when.toLocaleString();
   li.append(usr, msg, time);
+  list.append(li);
+  if (follow) li.scrollIntoView({ block: "end" });
+}
+
+// Whether the view shows the newest message: new ones then stay in view.
+function following() {
+  const view = list.parentElement;
+  return view.scrollHeight - view.scrollTop - view.clientHeight < 40;
+}
+
+// A message's time in the reader's locale; with its day when it is not
+// from today, and its year when not from this year.
+function formatWhen(when, now = new Date()) {
+  if (isNaN(when)) return "";
+  const time = when.toLocaleTimeString();
+  if (when.toDateString() === now.toDateString()) return time;
+  const day = { weekday: "short", day: "numeric", month: "short" };
+  if (when.getFullYear() !== now.getFullYear()) day.year = "numeric";
+  return when.toLocaleDateString(undefined, day) + " " + time;
+}
+
+// --- Resume (README, "Resume") ---
+
+// The WebSocket URL: once a message has been shown, with `?since=` its
+// `tim`, so the server sends exactly what came after it (instead of its
+// history), also across a drop or a restart.
+function socketUrl() {
+  const url = new URL("/", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (lastTim) url.searchParams.set("since", lastTim);
+  return url.href;
+}
+
+// The server's gap notice: it holds nothing as old as the page's cursor,
+// so messages between the two may be missing.
+function isGap(data) {
+  return data.gap !== null && typeof data.gap === "object"
+    && typeof data.gap.since === "string";
+}
+
+function describeGap(gap) {
+  const since = formatWhen(new Date(gap.since));
+  if (typeof gap.first !== "string") {
+    return "Messages after " + since + " may be missing: the server holds none.";
+  }
+  return "Messages between " + since + " and " + formatWhen(new Date(gap.first))
+    + " may be missing: the server no longer holds them.";
+}
+
+// The gap notice in the list, where the gap is; once, however often the
+// page reconnects to a room that still holds nothing after it.
+function showGap(gap) {
+  const text = describeGap(gap);
+  const last = list.lastElementChild;
+  if (last && last.classList.contains("gap") && last.textContent === text) return;
+  const follow = following();
+  const li = document.createElement("li");
+  li.className = "gap";
+  li.setAttribute("role", "note");
+  li.textContent = text;
   list.append(li);
   if (follow) li.scrollIntoView({ block: "end" });
 }

@@ -179,6 +179,115 @@ async fn the_listener_prints_json_lines() {
     assert!(m["tim"].is_string());
 }
 
+/// Publishes `texts` as "a" to the server at `addr`; returns their
+/// `tim`s once each has come back (relayed).
+async fn publish_all(addr: std::net::SocketAddr, texts: &[&str]) -> Vec<String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    for text in texts {
+        let frame = serde_json::json!({"usr": "a", "msg": text}).to_string();
+        ws.send(Message::text(frame)).await.unwrap();
+    }
+    let mut tims = Vec::new();
+    while tims.len() < texts.len() {
+        let m = next_text(&mut ws).await;
+        if m["msg"] == texts[tims.len()] {
+            tims.push(m["tim"].as_str().unwrap().to_owned());
+        }
+    }
+    tims
+}
+
+/// Starts `wschat-listen` against `addr` with `args`, stdout and stderr
+/// captured; stdout's lines come through the receiver.
+fn listen(
+    addr: std::net::SocketAddr,
+    args: &[&str],
+) -> (Killed, std::sync::mpsc::Receiver<serde_json::Value>) {
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_wschat-listen"))
+            .args(["--url", &format!("ws://{addr}/")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap());
+        }
+    });
+    (child, rx)
+}
+
+/// The `msg` of the next `n` lines printed.
+fn next_msgs(rx: &std::sync::mpsc::Receiver<serde_json::Value>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let m = rx.recv_timeout(Duration::from_secs(10)).expect("a line");
+            m["msg"].as_str().expect("a message").to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_resumes_from_a_cursor() {
+    // README, "Resume": only what came after the cursor, then live.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = server_until(&["--history", "10", "--rate", "0"], async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let tims = publish_all(addr, &["m0", "m1", "m2", "m3"]).await;
+    let (listener, rx) = listen(addr, &["--since", &tims[1]]);
+    assert_eq!(next_msgs(&rx, 2), ["m2", "m3"]);
+    publish_all(addr, &["m4"]).await;
+    assert_eq!(next_msgs(&rx, 1), ["m4"]);
+    stop.send(()).unwrap();
+    let (status, stderr) = exited(listener).await;
+    assert!(status.success(), "{stderr}");
+    assert!(rx.try_recv().is_err(), "nothing more printed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_says_on_stderr_when_messages_may_be_missing() {
+    // The server holds only the last 2: the gap is told on stderr, and
+    // stdout holds only messages, so its last line is always a cursor.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = server_until(&["--history", "2", "--rate", "0"], async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let tims = publish_all(addr, &["m0", "m1", "m2", "m3"]).await;
+    let (listener, rx) = listen(addr, &["--since", &tims[0]]);
+    assert_eq!(next_msgs(&rx, 2), ["m2", "m3"]);
+    stop.send(()).unwrap();
+    let (status, stderr) = exited(listener).await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "messages between {} and {} may be missing",
+            tims[0], tims[2]
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_listener_refuses_a_cursor_that_is_not_a_time() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wschat-listen"))
+        .args(["--url", "ws://127.0.0.1:9/", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+}
+
 #[test]
 fn the_tcp_room_relays_lines_between_connections() {
     let mut room = Killed(

@@ -134,8 +134,30 @@ impl<'a> Message<'a> {
             push_field(&mut out, "tim", |o| push_str(o, tim));
         }
         out.push('}');
-        out
+        escape_line_separators(out)
     }
+}
+
+/// Writes U+2028, U+2029 and U+0085, which JSON lets strings hold raw (and
+/// which valid JSON holds nowhere else), as `\u` escapes: line-splitting
+/// readers (Python's `str.splitlines`, many log tools) take them for line
+/// breaks, and a relayed message is one line to every reader. The value
+/// read back is the same.
+fn escape_line_separators(out: String) -> String {
+    const SEPARATORS: [char; 3] = ['\u{2028}', '\u{2029}', '\u{85}'];
+    if !out.contains(SEPARATORS) {
+        return out;
+    }
+    let mut escaped = String::with_capacity(out.len() + 16);
+    for c in out.chars() {
+        match c {
+            '\u{2028}' => escaped.push_str("\\u2028"),
+            '\u{2029}' => escaped.push_str("\\u2029"),
+            '\u{85}' => escaped.push_str("\\u0085"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 fn push_field(out: &mut String, key: &str, value: impl FnOnce(&mut String)) {
@@ -520,6 +542,19 @@ mod tests {
     }
 
     #[test]
+    fn line_separators_are_relayed_as_escapes() {
+        let frame = "{\"usr\":\"a\\u2028\",\"msg\":\"x\u{2028}y\",\"k\u{85}\":[\"\u{2029}\"]}";
+        let message = Message::parse(frame).unwrap();
+        let out = message.render("T");
+        assert!(!out.contains(['\u{2028}', '\u{2029}', '\u{85}']), "{out}");
+        assert_eq!(out.lines().count(), 1);
+        let read: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(read["msg"], "x\u{2028}y");
+        assert_eq!(read["k\u{85}"][0], "\u{2029}");
+        assert_eq!(read["usr"], "a\u{2028}", "the sender's escapes kept");
+    }
+
+    #[test]
     fn numbers_beyond_a_double_are_refused() {
         for n in [
             "1e400",
@@ -529,6 +564,11 @@ mod tests {
             "-2E+308",
             &format!("1{}", "0".repeat(400)),
             &format!("-0.{}1e500", "0".repeat(10)),
+            // Just past the largest double, with more digits than a fast
+            // parse reads: they round up to infinity in every exact reader
+            // (Python reads inf, JavaScript Infinity).
+            "1.79769313486231581e308",
+            "-179769313486231581e291",
         ] {
             for frame in [
                 format!(r#"{{"usr":"a","msg":"m","n":{n}}}"#),

@@ -144,7 +144,7 @@ pub struct Options {
     pub jwt_usr_claim: Option<String>,
 
     /// Replay the last N messages to each new client.
-    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = 0, value_name = "N")]
+    #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = RoomConfig::DEFAULT_HISTORY, value_name = "N")]
     pub history: usize,
 
     /// Append every relayed message to FILE (JSON Lines) before relaying
@@ -197,16 +197,16 @@ pub struct Options {
     pub max_connections: usize,
 
     /// Per-connection publish rate in messages per second; 0 turns it off.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_RATE", default_value_t = 20.0, value_name = "R")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_RATE", default_value_t = RoomConfig::DEFAULT_RATE, value_name = "R")]
     pub rate: f64,
 
     /// Per-connection burst of messages above the rate.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_BURST", default_value_t = 40, value_name = "B")]
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_BURST", default_value_t = RoomConfig::DEFAULT_BURST, value_name = "B")]
     pub burst: u32,
 
     /// How many messages a client may fall behind before it counts as too
     /// slow (the room's ring, rounded up to a power of two).
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_SEND_QUEUE", default_value_t = 1024, value_name = "N",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_SEND_QUEUE", default_value_t = RoomConfig::DEFAULT_SEND_QUEUE, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
 

@@ -53,9 +53,11 @@ async fn build_room(
         let archive =
             Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
         if options.redis.is_none() {
-            // With Redis, the history is the stream's tail instead.
+            // With Redis, the history is the stream's tail instead. One at
+            // least, with no history too: reads by cursor stop at the
+            // newest message the room knows of.
             let recent = archive
-                .recent(options.history)
+                .recent(options.history.max(1))
                 .map_err(ServerError::Archive)?;
             if archive.skipped_lines() > 0 {
                 warn!(

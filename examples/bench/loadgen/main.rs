@@ -7,6 +7,8 @@
 //! wschat-loadgen idle    --url ws://127.0.0.1:8080/ --connections 10000 --pid $SERVER_PID
 //! wschat-loadgen connect --url ws://127.0.0.1:8080/ --concurrency 50 --duration 10
 //! wschat-loadgen connect --url wss://127.0.0.1:8443/ --tls-ca ca.pem
+//! wschat-loadgen archive --out big.jsonl --mib 1024
+//! wschat-loadgen catchup --url ws://127.0.0.1:8080/ --messages N --pid $SERVER_PID
 //! ```
 //!
 //! Each mode prints a progress line every second on stderr and a summary
@@ -16,6 +18,8 @@
 //! limit), `--max-connections` above the connection count and, for fan-out
 //! at full speed, a `--send-queue` above `--in-flight`.
 
+mod archive;
+mod catchup;
 mod client;
 mod connect;
 mod fanout;
@@ -48,6 +52,11 @@ enum Mode {
     Idle(idle::IdleArgs),
     /// Connect and close as fast as possible: handshakes/s.
     Connect(connect::ConnectArgs),
+    /// Write an archive file as the server writes it, for `catchup`.
+    Archive(archive::ArchiveArgs),
+    /// Resume from a cursor and read all the server holds: messages/s and
+    /// the server's RSS over time.
+    Catchup(catchup::CatchupArgs),
 }
 
 /// Options every mode takes.
@@ -85,6 +94,8 @@ fn main() -> ExitCode {
             Mode::Fanout(args) => fanout::run(args).await,
             Mode::Idle(args) => idle::run(args).await,
             Mode::Connect(args) => connect::run(args).await,
+            Mode::Archive(args) => archive::run(args),
+            Mode::Catchup(args) => catchup::run(args).await,
         }
     });
     match result {

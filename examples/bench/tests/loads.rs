@@ -154,3 +154,40 @@ async fn the_bare_relay_relays_what_the_load_generator_sends() {
     .await;
     assert_all_delivered(&fanout, 10);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catch_up_reads_back_an_archive_written_as_the_server_writes_it() {
+    let path =
+        std::env::temp_dir().join(format!("wschat-bench-catchup-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let file = path.to_str().unwrap();
+    let archive = loadgen("archive", &["--out", file], &["--mib", "1", "--size", "50"]).await;
+    let messages = archive["messages"].as_u64().unwrap();
+    assert!(messages > 5000, "{archive}");
+
+    let addr = server(&["--archive", file]).await;
+    let url = format!("ws://{addr}/");
+    let pid = std::process::id().to_string();
+    let count = messages.to_string();
+    let catchup = loadgen(
+        "catchup",
+        &["--url", &url, "--pid", &pid],
+        &["--messages", &count],
+    )
+    .await;
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(catchup["messages"].as_u64(), Some(messages), "{catchup}");
+    assert_eq!(
+        catchup["gap_notices"], 1,
+        "from before the oldest: {catchup}"
+    );
+    assert_eq!(catchup["out_of_order_or_dup"], 0, "{catchup}");
+    assert!(
+        catchup["server_rss_peak_kib"].as_u64() > Some(0),
+        "{catchup}"
+    );
+    assert!(
+        !catchup["rss_over_time"].as_array().unwrap().is_empty(),
+        "{catchup}"
+    );
+}

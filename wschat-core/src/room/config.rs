@@ -28,15 +28,25 @@ impl Default for RoomConfig {
     /// bursts of 40, anyone may publish.
     fn default() -> Self {
         RoomConfig {
-            history: 0,
-            send_queue: 1024,
-            rate_limit: RateLimit::new(20.0, 40),
+            history: Self::DEFAULT_HISTORY,
+            send_queue: Self::DEFAULT_SEND_QUEUE as usize,
+            rate_limit: RateLimit::new(Self::DEFAULT_RATE, Self::DEFAULT_BURST),
             jwt: None,
         }
     }
 }
 
 impl RoomConfig {
+    /// The default history: none. The server's `--history` default too,
+    /// so the two cannot drift apart.
+    pub const DEFAULT_HISTORY: usize = 0;
+    /// The default ring size (`--send-queue`).
+    pub const DEFAULT_SEND_QUEUE: u32 = 1024;
+    /// The default publish rate in messages per second (`--rate`).
+    pub const DEFAULT_RATE: f64 = 20.0;
+    /// The default burst above the rate (`--burst`).
+    pub const DEFAULT_BURST: u32 = 40;
+
     /// Replays the last `n` messages to each member that joins.
     pub fn history(mut self, n: usize) -> Self {
         self.history = n;

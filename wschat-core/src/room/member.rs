@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::broadcast::{self, error::RecvError as RingError, error::TryRecvError};
 
 use super::Room;
@@ -23,10 +22,6 @@ pub struct Member {
     /// History still to deliver, before the ring.
     pub(super) replay: std::vec::IntoIter<Frame>,
     pub(super) ring: broadcast::Receiver<Frame>,
-    /// After a resume: ring frames up to this `tim` were already sent from
-    /// the log, and are skipped (the ring is in `tim` order, so only until
-    /// the first newer one).
-    pub(super) skip_until: Option<DateTime<Utc>>,
     pub(super) too_slow: bool,
     pub(super) bucket: Option<TokenBucket>,
 }
@@ -44,13 +39,10 @@ impl Member {
         if self.too_slow {
             return Err(RecvError::TooSlow);
         }
-        loop {
-            match self.ring.recv().await {
-                Ok(frame) if self.already_sent(&frame) => {}
-                Ok(frame) => return Ok(frame),
-                Err(RingError::Lagged(_)) => return self.fail_too_slow(),
-                Err(RingError::Closed) => return Err(RecvError::Closed),
-            }
+        match self.ring.recv().await {
+            Ok(frame) => Ok(frame),
+            Err(RingError::Lagged(_)) => self.fail_too_slow(),
+            Err(RingError::Closed) => Err(RecvError::Closed),
         }
     }
 
@@ -75,14 +67,11 @@ impl Member {
         if self.too_slow {
             return Err(RecvError::TooSlow);
         }
-        loop {
-            match self.ring.try_recv() {
-                Ok(frame) if self.already_sent(&frame) => {}
-                Ok(frame) => return Ok(Some(frame)),
-                Err(TryRecvError::Empty) => return Ok(None),
-                Err(TryRecvError::Lagged(_)) => return self.fail_too_slow(),
-                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
-            }
+        match self.ring.try_recv() {
+            Ok(frame) => Ok(Some(frame)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Lagged(_)) => self.fail_too_slow(),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
         }
     }
 
@@ -106,18 +95,6 @@ impl Member {
     /// ```
     pub fn is_too_slow(&self) -> bool {
         self.too_slow || self.ring.len() > self.room.shared.config.send_queue.next_power_of_two()
-    }
-
-    /// Whether a ring frame was already sent from the log by a resume.
-    fn already_sent(&mut self, frame: &Frame) -> bool {
-        let Some(until) = self.skip_until else {
-            return false;
-        };
-        if frame.tim().is_some_and(|tim| tim <= until) {
-            return true;
-        }
-        self.skip_until = None;
-        false
     }
 
     fn fail_too_slow<T>(&mut self) -> Result<T, RecvError> {

@@ -123,7 +123,10 @@ impl RoomBuilder {
     }
 
     /// The history to start with, oldest first, instead of the log's last
-    /// messages: for a shared log, whose tail is the history.
+    /// messages: for a shared log, whose tail is the history. It must end
+    /// with the newest message the logs hold, even when the configured
+    /// history is shorter (only the last of it is replayed): reads by
+    /// cursor stop at that message until the room relays more.
     pub fn history(mut self, frames: Vec<Frame>) -> Self {
         self.history = Some(frames);
         self
@@ -216,7 +219,7 @@ impl Room {
         let ring = self.subscribe(&state);
         let replay: Vec<Frame> = state.history().cloned().collect();
         drop(state);
-        self.member(replay, ring, None)
+        self.member(replay, ring)
     }
 
     /// A place in the ring, from the next message relayed on.
@@ -236,16 +239,10 @@ impl Room {
         self.shared.engine.shared()
     }
 
-    fn member(
-        &self,
-        replay: Vec<Frame>,
-        ring: broadcast::Receiver<Frame>,
-        skip_until: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Member {
+    fn member(&self, replay: Vec<Frame>, ring: broadcast::Receiver<Frame>) -> Member {
         Member {
             replay: replay.into_iter(),
             ring,
-            skip_until,
             too_slow: false,
             bucket: self
                 .shared

@@ -22,6 +22,18 @@ fn only_relayed(mut frames: Vec<Frame>, relayed: Option<DateTime<Utc>>) -> Vec<F
     frames
 }
 
+/// The notice that nothing between `since` and `first` (the oldest
+/// message held, if any) can be replayed.
+fn gap_notice(since: &str, first: Option<DateTime<Utc>>) -> Frame {
+    let notice = serde_json::json!({
+        "gap": {
+            "since": since,
+            "first": first.map(crate::clock::format_tim),
+        }
+    });
+    Frame::from(notice.to_string())
+}
+
 /// A member's way back from a cursor: see [`Room::catch_up`].
 #[derive(Debug)]
 pub struct CatchUp {
@@ -119,19 +131,21 @@ impl Room {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Vec<Frame> {
+        // By the `tim`s the window keeps beside each frame, in `tim`
+        // order: two binary searches, and only what is returned is cloned,
+        // so the room's lock is held briefly whatever the history's size.
         let state = self.lock();
-        let held: Vec<(DateTime<Utc>, Frame)> = state
-            .history()
-            .filter_map(|f| f.tim().map(|t| (t, f.clone())))
-            .filter(|(t, _)| since.is_none_or(|s| *t > s) && before.is_none_or(|b| *t < b))
-            .collect();
-        let take = limit.min(held.len());
+        let held = &state.recent;
+        let start = held.len().saturating_sub(state.history_cap);
+        let from = start.max(held.partition_point(|(t, _)| since.is_some_and(|s| *t <= s)));
+        let to = from.max(held.partition_point(|(t, _)| before.is_none_or(|b| *t < b)));
+        let take = limit.min(to - from);
         let range = if since.is_some() {
-            0..take
+            from..from + take
         } else {
-            held.len() - take..held.len()
+            to - take..to
         };
-        held[range].iter().map(|(_, f)| f.clone()).collect()
+        held.range(range).map(|(_, f)| f.clone()).collect()
     }
 
     /// Reads the log that holds the most: the shared log when it can be
@@ -198,7 +212,7 @@ impl CatchUp {
             let oldest = self.room.oldest()?;
             let first_tim = oldest.as_ref().and_then(Frame::tim);
             if first_tim.is_none_or(|first| first > self.since) {
-                page.push(self.gap_notice(first_tim));
+                page.push(gap_notice(&self.since_text, first_tim));
             }
         }
         let limit = limit.max(1);
@@ -215,20 +229,7 @@ impl CatchUp {
         if full {
             return Ok(Step::Page(page));
         }
-        Ok(match self.try_join(page) {
-            Ok(member) => Step::Live(member),
-            Err(page) => Step::Page(page),
-        })
-    }
-
-    fn gap_notice(&self, first: Option<DateTime<Utc>>) -> Frame {
-        let notice = serde_json::json!({
-            "gap": {
-                "since": self.since_text,
-                "first": first.map(crate::clock::format_tim),
-            }
-        });
-        Frame::from(notice.to_string())
+        Ok(Step::Live(self.join_window(page)))
     }
 
     /// Joins with `page` and the history after the cursor as replay (the
@@ -236,42 +237,34 @@ impl CatchUp {
     fn join(&self, mut page: Vec<Frame>) -> Member {
         let state = self.room.lock();
         let ring = self.room.subscribe(&state);
-        page.extend(
-            state
-                .history()
-                .filter(|f| f.tim().is_some_and(|t| t > self.cursor))
-                .cloned(),
-        );
+        let start = state.recent.len().saturating_sub(state.history_cap);
+        let after = start.max(state.recent.partition_point(|(t, _)| *t <= self.cursor));
+        page.extend(state.recent.range(after..).map(|(_, f)| f.clone()));
         drop(state);
-        self.room.member(page, ring, None)
+        self.room.member(page, ring)
     }
 
-    /// Joins when the room's window of recent messages reaches back to the
-    /// cursor, replaying `page` and the window after the cursor; gives the
-    /// page back when it does not (more to read from the log first).
-    fn try_join(&self, mut page: Vec<Frame>) -> Result<Member, Vec<Frame>> {
+    /// Joins after a short read (the log holds nothing more that was
+    /// relayed when it was read), replaying `page` and the room's window
+    /// of recent messages after the cursor; the ring then brings what is
+    /// relayed after joining, so nothing comes twice. Reads stop at the
+    /// last relayed `tim` and the window ends there, so the window holds
+    /// everything after the cursor, unless the log has lost messages the
+    /// window still holds (an archive rotated away, a Redis stream that
+    /// lost entries): then a gap notice says so, and the window is
+    /// replayed from its start.
+    fn join_window(&self, mut page: Vec<Frame>) -> Member {
         let state = self.room.lock();
-        let covered = match (state.last_tim(), state.recent.front()) {
-            (None, _) => true,
-            (Some(last), _) if last <= self.cursor => true,
-            (_, Some((oldest, _))) => *oldest <= self.cursor,
-            (_, None) => true,
-        };
+        let after = state.recent.partition_point(|(t, _)| *t <= self.cursor);
+        let covered = after > 0 || state.last_tim().is_none_or(|last| last <= self.cursor);
         if !covered {
-            return Err(page);
+            let first = state.recent.front().map(|(t, _)| *t);
+            page.push(gap_notice(&crate::clock::format_tim(self.cursor), first));
         }
         let ring = self.room.subscribe(&state);
-        page.extend(
-            state
-                .recent
-                .iter()
-                .filter(|(t, _)| *t > self.cursor)
-                .map(|(_, f)| f.clone()),
-        );
+        page.extend(state.recent.range(after..).map(|(_, f)| f.clone()));
         drop(state);
-        // What the log had committed but not yet relayed when it was read
-        // comes through the ring too: skipped, as already sent.
-        Ok(self.room.member(page, ring, Some(self.cursor)))
+        self.room.member(page, ring)
     }
 }
 
@@ -342,6 +335,65 @@ mod tests {
         assert!(!member.is_too_slow());
         let live = wait(&room, 999);
         assert_eq!(member.try_recv(), Ok(Some(live)), "then live");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_log_rotated_away_ends_the_catch_up_with_a_gap_not_a_spin() {
+        // After a rotation the archive is empty while the room's window
+        // still holds what was relayed: a catch-up from before the window
+        // must end, with a notice for what only the old file holds.
+        let (room, path) = archive_room("rotated", RoomConfig::default().rate_limit(None));
+        let sent: Vec<Frame> = (0..5).map(|i| wait(&room, i)).collect();
+        let rotated = path.with_extension("1");
+        std::fs::rename(&path, &rotated).unwrap();
+        room.reopen_log().unwrap();
+        let mut catch_up = room.catch_up("2001-01-01T00:00:00Z".parse().unwrap(), "x");
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            match catch_up.next(10).unwrap() {
+                Step::Page(page) => {
+                    assert!(!page.is_empty(), "an empty page: the reader would spin");
+                    got.extend(page);
+                }
+                Step::Live(mut member) => {
+                    while let Ok(Some(f)) = member.try_recv() {
+                        got.push(f);
+                    }
+                    let first = crate::clock::format_tim(sent[0].tim().unwrap());
+                    assert_eq!(
+                        got.iter().filter(|f| f.tim().is_none()).count(),
+                        2,
+                        "a notice for the empty log, then for the window: {got:?}"
+                    );
+                    assert!(got[1].as_str().contains(&first), "{got:?}");
+                    assert_eq!(got[2..], sent[..], "then the window, whole");
+                    std::fs::remove_file(path).unwrap();
+                    std::fs::remove_file(rotated).unwrap();
+                    return;
+                }
+            }
+        }
+        panic!("the catch-up never ended: {got:?}");
+    }
+
+    #[test]
+    fn a_cursor_past_the_last_message_goes_live_and_misses_nothing() {
+        // A cursor ahead of everything relayed (a clock that ran ahead
+        // before a restart): the member is caught up, and what is relayed
+        // next reaches it even though its `tim` is below the cursor.
+        let (room, path) = archive_room("ahead", RoomConfig::default().rate_limit(None));
+        wait(&room, 0);
+        let (got, mut member) = run(
+            &room,
+            "2999-01-01T00:00:00Z".parse().unwrap(),
+            10,
+            0,
+            &mut Vec::new(),
+        );
+        assert!(got.is_empty(), "{got:?}");
+        let live = wait(&room, 1);
+        assert_eq!(member.try_recv(), Ok(Some(live)));
         std::fs::remove_file(path).unwrap();
     }
 

@@ -1,7 +1,6 @@
 //! Signing keys for tests, generated when first asked for: nothing is
 //! checked in that could expire or be mistaken for a real key. Shared by the
 //! core's unit tests and the server's tests (included by path).
-#![allow(dead_code)]
 
 use std::sync::OnceLock;
 

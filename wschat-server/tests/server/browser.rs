@@ -1,6 +1,6 @@
 //! The browser client in a real headless Chromium, driven over WebDriver:
-//! two people chat, markup stays text, JWT mode, and reconnecting after a
-//! server restart. Screenshots go to the test's output folder
+//! two people chat, markup stays text, JWT mode, reconnecting after a
+//! server restart and resuming where the page left off. Screenshots go to the test's output folder
 //! (`target/tmp/screenshots/`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
@@ -576,4 +576,194 @@ async fn over_https_the_page_chats_over_wss() {
     save_screenshot(&ann, "https.png").await;
     ann.close().await.unwrap();
     server.stop().await;
+}
+
+/// JS: the text of every message shown, in order.
+const ALL_SHOWN: &str =
+    "return [...document.querySelectorAll('#messages li .msg')].map(e => e.textContent);";
+
+/// A temporary archive path for this test process, removed if present.
+fn temp_archive(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "wschat-browser-{name}-{}.jsonl",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Publishes `texts` as "bot" through `server` and returns once the last
+/// has come back: relayed, so in the archive.
+async fn publish_all(server: &TestServer, texts: &[String]) {
+    let mut bot = server.client().await;
+    for text in texts {
+        bot.send(&common::chat("bot", text)).await;
+    }
+    let last = texts.last().expect("something to publish");
+    while bot.recv().await["msg"] != json!(last) {}
+}
+
+fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("m{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_resumes_where_it_left_off_across_a_restart() {
+    // README, "Resume": the page reconnects with the `tim` of the last
+    // message it showed, so it gets exactly what came after it, however
+    // much more than `--history` that is, and nothing twice.
+    let archive = temp_archive("resume");
+    let args = [
+        "--archive",
+        archive.to_str().unwrap(),
+        "--history",
+        "5",
+        "--rate",
+        "0",
+    ];
+    let server = TestServer::start(&args).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+    publish_all(&server, &numbered(0..10)).await;
+    wait_until(&ann, "the first ten", &shown("m9")).await;
+
+    // While the page is away, the room goes on (on another port, in the
+    // same archive): 20 messages, four times the history.
+    server.stop().await;
+    wait_until(&ann, "the page to notice", CLOSED).await;
+    let elsewhere = TestServer::start(&args).await;
+    publish_all(&elsewhere, &numbered(10..30)).await;
+    elsewhere.stop().await;
+
+    let server = TestServer::start_on(addr, &args).await;
+    wait_until_within(Duration::from_secs(40), &ann, "reconnected", OPEN).await;
+    publish_all(&server, &numbered(30..31)).await;
+    wait_until(&ann, "the live message", &shown("m30")).await;
+    let texts = ann.execute(ALL_SHOWN, vec![]).await.unwrap();
+    assert_eq!(
+        texts,
+        json!(numbered(0..31)),
+        "every message exactly once, in order"
+    );
+    save_screenshot(&ann, "resumed.png").await;
+    ann.close().await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_file(&archive);
+}
+
+/// JS: the text of the gap notice shown, or null.
+const GAP_SHOWN: &str = "return document.querySelector('#messages li.gap')?.textContent ?? null;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_says_when_messages_may_be_missing() {
+    // A server without an archive forgets the room when it restarts: a
+    // page that comes back to it is told, in words, at the place of the
+    // gap.
+    let server = TestServer::start(&["--history", "5"]).await;
+    let addr = server.addr;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, addr, "ann").await;
+    publish_all(&server, &["before".to_owned()]).await;
+    wait_until(&ann, "the first message", &shown("before")).await;
+    server.stop().await;
+    wait_until(&ann, "the page to notice", CLOSED).await;
+
+    let archive = temp_archive("gap");
+    let args = ["--archive", archive.to_str().unwrap(), "--history", "5"];
+    let elsewhere = TestServer::start(&args).await;
+    publish_all(&elsewhere, &["after".to_owned()]).await;
+    elsewhere.stop().await;
+    let server = TestServer::start_on(addr, &args).await;
+    wait_until_within(Duration::from_secs(40), &ann, "reconnected", OPEN).await;
+    wait_until(&ann, "the message after the gap", &shown("after")).await;
+
+    let gap = ann.execute(GAP_SHOWN, vec![]).await.unwrap();
+    let gap = gap.as_str().expect("a gap notice is shown");
+    assert!(gap.contains("may be missing"), "{gap:?}");
+    let order = ann
+        .execute(
+            "return [...document.querySelectorAll('#messages li')].map(li => \
+             li.classList.contains('gap') ? 'gap' : li.querySelector('.msg').textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(order, json!(["before", "gap", "after"]));
+    save_screenshot(&ann, "gap.png").await;
+
+    // The notice names the times it spans, or says the room holds nothing.
+    let texts = ann
+        .execute(
+            "return [describeGap({since: '2026-01-02T03:04:05Z', first: '2026-01-02T04:05:06Z'}), \
+                     describeGap({since: '2026-01-02T03:04:05Z', first: null})];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let texts: Vec<String> = serde_json::from_value(texts).unwrap();
+    let (since, first) = (
+        "new Date('2026-01-02T03:04:05Z')",
+        "new Date('2026-01-02T04:05:06Z')",
+    );
+    let times = ann
+        .execute(
+            &format!("return [formatWhen({since}), formatWhen({first})];"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let times: Vec<String> = serde_json::from_value(times).unwrap();
+    assert!(
+        texts[0].contains(&times[0]) && texts[0].contains(&times[1]),
+        "{texts:?} should name {times:?}"
+    );
+    assert!(
+        texts[1].contains(&times[0]) && texts[1].contains("holds none"),
+        "{texts:?}"
+    );
+    ann.close().await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_file(&archive);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_from_another_day_shows_its_date() {
+    let archive = temp_archive("day");
+    std::fs::write(
+        &archive,
+        "{\"usr\":\"old\",\"msg\":\"long ago\",\"tim\":\"2020-01-02T12:00:00.000000000Z\"}\n",
+    )
+    .unwrap();
+    let server =
+        TestServer::start(&["--archive", archive.to_str().unwrap(), "--history", "5"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    publish_all(&server, &["today".to_owned()]).await;
+    wait_until(&ann, "today's message", &shown("today")).await;
+    let times = ann
+        .execute(
+            "return [...document.querySelectorAll('#messages li time')].map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let times: Vec<String> = serde_json::from_value(times).unwrap();
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert!(
+        times[0].contains("2020") && times[0].contains(':'),
+        "the date and time of an old message: {times:?}"
+    );
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert!(
+        !times[1].contains(&year) && times[1].contains(':'),
+        "only the time of today's message: {times:?}"
+    );
+    save_screenshot(&ann, "another-day.png").await;
+    ann.close().await.unwrap();
+    server.stop().await;
+    let _ = std::fs::remove_file(&archive);
 }
