@@ -34,6 +34,8 @@ let lastTim = null;
 
 fetch("/healthz").then((r) => r.json()).then((cfg) => {
   $("token-label").hidden = !cfg.jwt;
+  modClaim = typeof cfg.mod_claim === "string" ? cfg.mod_claim : null;
+  updateModeration();
 }).catch(() => {});
 
 function setStatus(state, text) {
@@ -76,6 +78,7 @@ function connect() {
     shownTims.add(data.tim);
     lastTim = data.tim;
     show(data);
+    applyModeration(data);
   };
   ws.onclose = (event) => {
     showError(whyClosed(event));
@@ -93,6 +96,7 @@ const ERRORS = {
   rate_limited: "You are sending too fast; wait a moment.",
   unsupported: "That kind of message is not supported.",
   unavailable: "The server cannot relay messages right now; try again soon.",
+  muted: "A moderator has muted this name for now, so your message was not sent.",
 };
 
 // Why the connection closed, by close code (the server's are listed in the
@@ -113,13 +117,24 @@ function whyClosed(event) {
 }
 
 function describe(err) {
-  return (ERRORS[err.err] || "Error") + (err.detail ? " (" + err.detail + ")" : "");
+  let detail = typeof err.detail === "string" ? err.detail : "";
+  if (err.err === "muted") {
+    // Until when, in the reader's local time.
+    detail = detail.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/, (tim) => {
+      const until = new Date(tim);
+      return isNaN(until) ? tim : until.toLocaleString();
+    });
+  }
+  return (ERRORS[err.err] || "Error") + (detail ? " (" + detail + ")" : "");
 }
 
 function show(m) {
   const follow = following();
   const li = document.createElement("li");
   if (m.usr === usrInput.value) li.classList.add("own");
+  if (m.mod !== undefined) li.classList.add("mod");
+  li.dataset.tim = String(m.tim);
+  li.dataset.usr = String(m.usr);
   const usr = document.createElement("span");
   usr.className = "usr";
   usr.textContent = String(m.usr);
@@ -132,6 +147,7 @@ function show(m) {
   time.textContent = formatWhen(when);
   if (!isNaN(when)) time.title = when.toLocaleString();
   li.append(usr, msg, time);
+  if (moderating) addControls(li);
   list.append(li);
   if (follow) li.scrollIntoView({ block: "end" });
 }
@@ -210,5 +226,90 @@ form.addEventListener("submit", (event) => {
   msgInput.value = "";
   showError("");
 });
+
+// Moderation (README, "Moderation"). With a moderator's token entered,
+// each message offers "Retract" and "Mute sender" (for the time chosen in
+// "Mute for"); the server refuses anyone else, so the token's payload is
+// only read here to decide whether to show the controls, never trusted.
+let modClaim = null;
+let moderating = false;
+const muteSeconds = $("mute-seconds");
+
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+function updateModeration() {
+  const claims = modClaim ? tokenClaims(jwtInput.value.trim()) : null;
+  const on = claims !== null && typeof claims === "object" && claims[modClaim] === true;
+  if (on === moderating) return;
+  moderating = on;
+  $("mute-label").hidden = !on;
+  for (const li of list.querySelectorAll("li[data-tim]")) {
+    const controls = li.querySelector(".mod-controls");
+    if (on && !controls) addControls(li);
+    if (!on && controls) controls.remove();
+  }
+}
+
+jwtInput.addEventListener("input", updateModeration);
+
+function addControls(li) {
+  const who = li.dataset.usr;
+  const when = li.querySelector("time").textContent;
+  const controls = document.createElement("span");
+  controls.className = "mod-controls";
+  const retract = document.createElement("button");
+  retract.type = "button";
+  retract.textContent = "Retract";
+  retract.setAttribute("aria-label", "Retract the message from " + who + (when ? " at " + when : ""));
+  retract.addEventListener("click", () =>
+    moderate({ retract: li.dataset.tim }, "Retracted a message from " + who + "."));
+  const mute = document.createElement("button");
+  mute.type = "button";
+  mute.textContent = "Mute sender";
+  mute.setAttribute("aria-label", "Mute " + who + " (for the time chosen in Mute for)");
+  mute.addEventListener("click", () => {
+    const seconds = Number(muteSeconds.value);
+    const words = seconds === 0
+      ? "Lifted the mute on " + who + "."
+      : "Muted " + who + " for " + muteSeconds.selectedOptions[0].textContent + ".";
+    moderate({ mute: who, seconds }, words);
+  });
+  controls.append(retract, mute);
+  li.append(controls);
+}
+
+// Sends a moderation action; its `msg` says what happened in words, for
+// pages that know nothing of moderation.
+function moderate(action, words) {
+  const usr = usrInput.value.trim();
+  if (!usr) {
+    showError("Enter your name before moderating.");
+    usrInput.focus();
+    return;
+  }
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected yet; nothing was done.");
+    return;
+  }
+  ws.send(JSON.stringify({ usr, msg: words, mod: action, jwt: jwtInput.value.trim() }));
+  showError("");
+}
+
+// A retraction hides the message it names wherever it is shown.
+function applyModeration(m) {
+  const mod = m.mod;
+  if (mod === null || typeof mod !== "object" || typeof mod.retract !== "string") return;
+  for (const li of list.querySelectorAll("li[data-tim]")) {
+    if (li.dataset.tim === mod.retract) li.remove();
+  }
+}
 
 connect();

@@ -41,6 +41,9 @@ pub enum PublishError {
     /// The message cannot be relayed now (its log is failing); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// A moderator has muted the message's `usr` (README, "Moderation").
+    #[error("{0}")]
+    Muted(String),
 }
 
 impl PublishError {
@@ -53,6 +56,7 @@ impl PublishError {
             PublishError::RateLimited => "rate_limited",
             PublishError::Unsupported => "unsupported",
             PublishError::Unavailable(_) => "unavailable",
+            PublishError::Muted(_) => "muted",
         }
     }
 

@@ -406,6 +406,7 @@ pub struct JwtConfig {
     issuer: Option<String>,
     audience: Option<String>,
     optional: bool,
+    mod_claim: String,
 }
 
 impl JwtConfig {
@@ -440,6 +441,7 @@ impl JwtConfig {
             issuer: None,
             audience: None,
             optional: false,
+            mod_claim: "mod".to_owned(),
         }
     }
 
@@ -487,6 +489,23 @@ impl JwtConfig {
         self
     }
 
+    /// The claim that makes a token a moderator's when it is `true`
+    /// (default `mod`; README, "Moderation").
+    ///
+    /// ```
+    /// use wschat_core::{Jwt, JwtConfig, Message};
+    ///
+    /// let jwt = Jwt::new(JwtConfig::new("secret").mod_claim("admin"));
+    /// let token = jwt.mint_moderator("sub", "mo", None).unwrap();
+    /// let frame = format!(r#"{{"usr":"mo","msg":"m","jwt":"{token}"}}"#);
+    /// let claims = jwt.authorize(&Message::parse(&frame).unwrap()).unwrap().unwrap();
+    /// assert!(claims.is_true("admin") && jwt.is_moderator(&claims));
+    /// ```
+    pub fn mod_claim(mut self, name: impl Into<String>) -> Self {
+        self.mod_claim = name.into();
+        self
+    }
+
     /// Whether the key fits the algorithm. A configuration that does not
     /// refuses every token and mints none; check it at start.
     ///
@@ -529,6 +548,7 @@ impl fmt::Debug for JwtConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("optional", &self.optional)
+            .field("mod_claim", &self.mod_claim)
             .finish()
     }
 }
@@ -670,6 +690,12 @@ impl Jwt {
             .map_err(invalid)
     }
 
+    /// Whether verified `claims` are a moderator's: the configured
+    /// [`mod_claim`](JwtConfig::mod_claim) is `true`.
+    pub fn is_moderator(&self, claims: &Claims) -> bool {
+        claims.is_true(&self.config.mod_claim)
+    }
+
     /// A token whose claim `claim` is `usr`, expiring `exp_in_secs` from now
     /// if given, with the configured issuer and audience, signed with the
     /// shared secret and algorithm. Tokens for a public key are issued by
@@ -679,6 +705,27 @@ impl Jwt {
         claim: &str,
         usr: &str,
         exp_in_secs: Option<u64>,
+    ) -> Result<String, JwtError> {
+        self.mint_with(claim, usr, exp_in_secs, false)
+    }
+
+    /// [`mint`](Self::mint) a moderator's token: its
+    /// [`mod_claim`](JwtConfig::mod_claim) is `true`.
+    pub fn mint_moderator(
+        &self,
+        claim: &str,
+        usr: &str,
+        exp_in_secs: Option<u64>,
+    ) -> Result<String, JwtError> {
+        self.mint_with(claim, usr, exp_in_secs, true)
+    }
+
+    fn mint_with(
+        &self,
+        claim: &str,
+        usr: &str,
+        exp_in_secs: Option<u64>,
+        moderator: bool,
     ) -> Result<String, JwtError> {
         let Some(encoding) = &self.encoding else {
             return Err(JwtError(
@@ -697,6 +744,9 @@ impl Jwt {
         }
         if let Some(audience) = &self.config.audience {
             claims.insert("aud".to_owned(), audience.as_str().into());
+        }
+        if moderator {
+            claims.insert(self.config.mod_claim.clone(), Value::Bool(true));
         }
         jsonwebtoken::encode(&Header::new(self.config.alg.algorithm()), &claims, encoding)
             .map_err(|e| JwtError(e.to_string()))

@@ -44,6 +44,40 @@
 //! The token is removed before relaying. [`Jwt::mint`] makes tokens for
 //! operators of a shared secret.
 //!
+//! # Moderation
+//!
+//! A moderator, whose token's claim [`JwtConfig::mod_claim`] (default
+//! `mod`) is `true`, publishes an [`Action`] as a message with a `mod`
+//! object: `{"retract": TIM}` takes the message with that `tim` out of
+//! every later replay ([`Member`] history, [`Room::catch_up`],
+//! [`Room::read`]), `{"mute": USR, "seconds": N}` refuses `USR`'s messages
+//! with [`PublishError::Muted`] until N seconds after the action's `tim`.
+//! The room applies each action as it relays it and reads them back from
+//! its logs when it is built ([`Log::scan`]), so rooms sharing a log and
+//! rooms started again agree. [`Moderated::of`] tells a relayed action
+//! apart from other messages.
+//!
+//! ```
+//! use wschat_core::{Jwt, JwtConfig, Room, RoomConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let jwt = JwtConfig::new("secret").optional(true);
+//! let room = Room::new(RoomConfig::default().history(10).jwt(Some(jwt.clone())));
+//! let spam = room.publish(r#"{"usr":"spam","msg":"buy now"}"#).await.unwrap();
+//! let tim = spam.as_str().split(r#""tim":"#).nth(1).unwrap().trim_end_matches('}');
+//! let token = Jwt::new(jwt).mint_moderator("sub", "mo", None).unwrap();
+//! room.publish(&format!(
+//!     r#"{{"usr":"mo","msg":"Retracted.","mod":{{"retract":{tim}}},"jwt":"{token}"}}"#
+//! )).await.unwrap();
+//! room.publish(&format!(
+//!     r#"{{"usr":"mo","msg":"Muted spam.","mod":{{"mute":"spam","seconds":60}},"jwt":"{token}"}}"#
+//! )).await.unwrap();
+//! assert!(room.history().iter().all(|f| !f.as_str().contains("buy now")));
+//! let refused = room.publish(r#"{"usr":"spam","msg":"again"}"#).await.unwrap_err();
+//! assert_eq!(refused.code(), "muted");
+//! # });
+//! ```
+//!
 //! # Logs
 //!
 //! Every accepted message goes to the room's [`Log`] before any member can
@@ -95,6 +129,7 @@ mod frame;
 mod jwt;
 mod log;
 mod message;
+mod moderation;
 mod rate;
 mod room;
 
@@ -104,6 +139,7 @@ pub use frame::Frame;
 pub use jwt::{Claims, Jwt, JwtAlg, JwtConfig, JwtError, JwtKeys, KeyError};
 pub use log::{Ack, Archive, ArchiveDir, Log, MemoryLog, SharedLog, Stamped};
 pub use message::Message;
+pub use moderation::{Action, MAX_MUTE_SECONDS, MAX_MUTES, MAX_RETRACTIONS, Moderated};
 pub use rate::{RateLimit, TokenBucket};
 pub use room::{CatchUp, Member, Publish, Room, RoomBuilder, RoomConfig, Step};
 

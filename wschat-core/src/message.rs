@@ -99,6 +99,11 @@ impl<'a> Message<'a> {
         self.jwt.as_deref()
     }
 
+    /// The JSON text of the top-level field `name`, as sent.
+    pub(crate) fn field(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
     /// Renders the relayed form, on one line: every field in the order
     /// sent, `jwt` removed, `tim` set to `tim` (in place when the client
     /// sent one, last otherwise), no whitespace between tokens.

@@ -54,6 +54,9 @@ pub struct TokenArgs {
     /// Make the token expire this many seconds from now.
     #[arg(long, value_name = "SECONDS")]
     pub exp: Option<u64>,
+    /// Make it a moderator's token: its --jwt-mod-claim is true.
+    #[arg(long = "mod")]
+    pub moderator: bool,
 }
 
 /// How log lines are written to stderr.
@@ -142,6 +145,17 @@ pub struct Options {
     /// Require the message's `usr` to equal this claim of its token.
     #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_USR_CLAIM", value_name = "NAME")]
     pub jwt_usr_claim: Option<String>,
+
+    /// The claim that makes a token a moderator's when it is `true`.
+    #[arg(
+        help_heading = TOKENS,
+        long,
+        env = "WSCHAT_JWT_MOD_CLAIM",
+        default_value = "mod",
+        value_name = "NAME",
+        global = true
+    )]
+    pub jwt_mod_claim: String,
 
     /// Replay the last N messages to each new client.
     #[arg(help_heading = ARCHIVE, long, env = "WSCHAT_HISTORY", default_value_t = RoomConfig::DEFAULT_HISTORY, value_name = "N")]
@@ -365,6 +379,7 @@ mod tests {
         assert!(o.jwt_public_key.is_none() && o.jwks.is_none() && !o.jwt_optional);
         assert!(o.jwt_issuer.is_none() && o.jwt_audience.is_none() && !o.jwt_enabled());
         assert!(o.tls_cert.is_none() && o.tls_key.is_none());
+        assert_eq!(o.jwt_mod_claim, "mod");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use wschat_core::{CatchUp, Frame, Member, Publish, PublishError, RecvError, Step};
+use wschat_core::{CatchUp, Frame, Member, Moderated, Publish, PublishError, RecvError, Step};
 
 use crate::metrics::Metrics;
 
@@ -298,8 +298,11 @@ async fn next_outcome(in_flight: &mut VecDeque<Publish>) -> Result<Frame, Publis
 /// Counts a publish's outcome; the error frame to send, if any.
 fn answer(outcome: Result<Frame, PublishError>, metrics: &Metrics) -> Option<PublishError> {
     match outcome {
-        Ok(_) => {
+        Ok(frame) => {
             metrics.relayed();
+            if let Some(acted) = Moderated::of(&frame) {
+                metrics.moderated(&acted);
+            }
             None
         }
         Err(e) => Some(e),

@@ -73,6 +73,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 "pending": app.pending.len(),
                 "uptime_s": app.started.elapsed().as_secs(),
                 "jwt": app.options.jwt_enabled(),
+                // The page shows moderation controls to a token with it.
+                "mod_claim": app.options.jwt_enabled().then_some(&app.options.jwt_mod_claim),
                 "history": app.options.history,
                 "backplane": match &app.backplane {
                     None => "none",

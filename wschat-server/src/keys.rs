@@ -103,7 +103,8 @@ pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
 pub(crate) fn rules(options: &Options, mut config: JwtConfig) -> JwtConfig {
     config = config
         .validate_exp(options.jwt_validate_exp)
-        .optional(options.jwt_optional);
+        .optional(options.jwt_optional)
+        .mod_claim(&options.jwt_mod_claim);
     if let Some(claim) = &options.jwt_usr_claim {
         config = config.usr_claim(claim);
     }

@@ -79,9 +79,13 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
                 .to_owned(),
         );
     }
-    let token = Jwt::new(config)
-        .mint(&args.claim, &args.usr, args.exp)
-        .map_err(|e| e.to_string())?;
+    let jwt = Jwt::new(config);
+    let token = if args.moderator {
+        jwt.mint_moderator(&args.claim, &args.usr, args.exp)
+    } else {
+        jwt.mint(&args.claim, &args.usr, args.exp)
+    }
+    .map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
 }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use wschat_core::PublishError;
+use wschat_core::{Action, Moderated, PublishError, format_tim};
 
 /// Every rejection code the server can send (README, Errors and close
 /// codes); each has its series from the start, at 0, so rates and alerts
@@ -32,6 +32,15 @@ struct CodeLabel {
     code: &'static str,
 }
 
+/// Every kind of moderation action (README, "Moderation"), each with its
+/// series from the start.
+const ACTIONS: [&str; 3] = ["retract", "mute", "unmute"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
 /// The server's figures.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -40,6 +49,7 @@ pub(crate) struct Metrics {
     received: Counter<u64, AtomicU64>,
     relayed: Counter<u64, AtomicU64>,
     rejected: Family<CodeLabel, Counter<u64, AtomicU64>>,
+    moderation: Family<ActionLabel, Counter<u64, AtomicU64>>,
     bytes_sent: Counter<u64, AtomicU64>,
     dropped_slow: Counter<u64, AtomicU64>,
     history: Gauge<i64, AtomicI64>,
@@ -63,6 +73,7 @@ impl Metrics {
             received: Counter::default(),
             relayed: Counter::default(),
             rejected: Family::default(),
+            moderation: Family::default(),
             bytes_sent: Counter::default(),
             dropped_slow: Counter::default(),
             history: Gauge::default(),
@@ -95,6 +106,14 @@ impl Metrics {
             "messages_rejected",
             "Frames rejected, by error code",
             metrics.rejected.clone(),
+        );
+        for action in ACTIONS {
+            let _ = metrics.moderation.get_or_create(&ActionLabel { action });
+        }
+        registry.register(
+            "moderation_actions",
+            "Moderation actions accepted from this instance's clients, by action",
+            metrics.moderation.clone(),
         );
         registry.register(
             "bytes_sent",
@@ -171,6 +190,47 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a moderation action this instance's client sent, and logs
+    /// who did what (names and times, never the token, which the relayed
+    /// frame no longer holds).
+    pub(crate) fn moderated(&self, acted: &Moderated) {
+        let moderator = acted.moderator();
+        let at = format_tim(acted.tim());
+        let action = match acted.action() {
+            Action::Retract { tim } => {
+                let retracted = format_tim(*tim);
+                tracing::info!(
+                    moderator,
+                    tim = at,
+                    retracted,
+                    "moderation: {moderator} retracted the message of {retracted}"
+                );
+                "retract"
+            }
+            Action::Mute { usr, seconds: 0 } => {
+                tracing::info!(
+                    moderator,
+                    tim = at,
+                    usr,
+                    "moderation: {moderator} lifted the mute on {usr}"
+                );
+                "unmute"
+            }
+            Action::Mute { usr, seconds } => {
+                tracing::info!(
+                    moderator,
+                    tim = at,
+                    usr,
+                    seconds,
+                    "moderation: {moderator} muted {usr} for {seconds} s"
+                );
+                "mute"
+            }
+            _ => return,
+        };
+        self.moderation.get_or_create(&ActionLabel { action }).inc();
+    }
+
     pub(crate) fn sent(&self, bytes: usize) {
         self.bytes_sent.inc_by(bytes as u64);
     }
@@ -218,6 +278,7 @@ mod tests {
             PublishError::RateLimited,
             PublishError::Unsupported,
             PublishError::Unavailable(s()),
+            PublishError::Muted(s()),
         ] {
             assert!(REJECTION_CODES.contains(&error.code()), "{}", error.code());
         }

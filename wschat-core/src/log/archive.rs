@@ -3,8 +3,11 @@
 //! saw is on disk (handed to the OS before relay; synced first with
 //! `fsync`).
 //!
-//! Reading the last N lines seeks backwards from the end, so a start with a
-//! large archive costs what N lines cost, not what the file does.
+//! Reading the last N lines seeks backwards from the end, so the history
+//! at start costs what N lines cost, not what the file does. The
+//! moderation actions are read back at start in one sequential read of
+//! the file ([`Log::scan`]), which parses only the lines that hold a
+//! `"mod":` key.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -230,6 +233,10 @@ impl Log for Archive {
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
         Ok(Some(lines::read_before(&self.path, before, limit)?))
+    }
+
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        Ok(lines::scan(&self.path, each)?)
     }
 
     fn reopen(&self) -> Result<(), LogError> {

@@ -298,6 +298,14 @@ impl Log for ArchiveDir {
         Ok(Some(frames))
     }
 
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        for day in self.days()? {
+            let path = self.path_of(day);
+            lines::scan(&path, each).map_err(at(&path))?;
+        }
+        Ok(())
+    }
+
     fn read_before(
         &self,
         before: Option<DateTime<Utc>>,

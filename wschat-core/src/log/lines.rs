@@ -72,6 +72,50 @@ pub(crate) fn read_before(
     Ok(frames)
 }
 
+/// Lines longer than this are passed over by [`scan`] rather than held
+/// in memory whole (a message is far smaller; a damaged file may not be).
+const MAX_SCANNED_LINE: usize = 16 * 1024 * 1024;
+
+/// Calls `each` with every whole line of the file that is UTF-8 text,
+/// front to back, in one sequential read holding at most one line (a last
+/// line without its newline is left out, as in the reads by cursor, and so
+/// is a line longer than [`MAX_SCANNED_LINE`]).
+pub(crate) fn scan(path: &Path, each: &mut dyn FnMut(&str)) -> io::Result<()> {
+    use std::io::BufRead;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(());
+    }
+    let mut reader = io::BufReader::with_capacity(16 * CHUNK, file);
+    let (mut line, mut too_long) = (Vec::new(), false);
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (taken, ends) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        too_long |= line.len() + taken > MAX_SCANNED_LINE;
+        if !too_long {
+            line.extend_from_slice(&buf[..taken]);
+        }
+        reader.consume(taken + usize::from(ends));
+        if ends {
+            if let (false, Ok(text)) = (too_long, std::str::from_utf8(&line)) {
+                each(text);
+            }
+            line.clear();
+            too_long = false;
+        }
+    }
+}
+
 /// A line as a relayable frame with its `tim`, if it is one.
 fn message(line: Vec<u8>) -> Option<Frame> {
     let frame = Frame::try_from_bytes(line.into()).ok()?;

@@ -114,6 +114,38 @@ pub trait Log: Send + Sync + 'static {
         let _ = (before, limit);
         Ok(None)
     }
+
+    /// Calls `each` with the text of every stored message, oldest first:
+    /// how the room rebuilds, at start, the state it derives from the log
+    /// (retractions and mutes; README, "Moderation"). The default pages
+    /// through [`read_after`](Self::read_after); a file reads itself once,
+    /// front to back. May block.
+    fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
+        scan_pages(|after, limit| self.read_after(after, limit), each)
+    }
+}
+
+/// How many messages a paged [`Log::scan`] reads at a time.
+const SCAN_PAGE: usize = 1000;
+
+/// [`Log::scan`] by pages of `read_after`, until a page comes back short.
+pub(crate) fn scan_pages(
+    mut read_after: impl FnMut(Option<DateTime<Utc>>, usize) -> Result<Option<Vec<Frame>>, LogError>,
+    each: &mut dyn FnMut(&str),
+) -> Result<(), LogError> {
+    let mut after = None;
+    loop {
+        let Some(page) = read_after(after, SCAN_PAGE)? else {
+            return Ok(());
+        };
+        for frame in &page {
+            each(frame.as_str());
+        }
+        match page.last().and_then(Frame::tim) {
+            Some(last) if page.len() == SCAN_PAGE => after = Some(last),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The default log: stores nothing; the room's history ring is all there

@@ -21,6 +21,7 @@ use crate::error::LogError;
 use crate::frame::Frame;
 use crate::log::{Ack, Log, SharedLog, Stamped};
 use crate::message::Message;
+use crate::moderation::{Action, Moderated, Mutes, Retractions};
 
 /// Locks, ignoring poisoning: a panic elsewhere cannot leave the room
 /// half-updated in a way that matters more than stopping it would.
@@ -43,20 +44,32 @@ pub(crate) struct State {
     /// log held): reads of the log stop there, since what is past it may
     /// still be refused.
     last_tim: Option<DateTime<Utc>>,
+    /// The messages moderators retracted: never replayed again, neither
+    /// from `recent` (they are taken out of it) nor from the log.
+    pub retractions: Retractions,
 }
 
 impl State {
     /// An empty state for a ring of `ring_cap` and a history of
     /// `history_cap`, filled with the last `history_cap` of `history`
-    /// (oldest first; its newest is the newest message the log holds).
-    pub fn new(ring_cap: usize, history_cap: usize, history: Vec<Frame>) -> Self {
+    /// (oldest first; its newest is the newest message the log holds)
+    /// that `retractions` do not hide.
+    pub fn new(
+        ring_cap: usize,
+        history_cap: usize,
+        mut history: Vec<Frame>,
+        retractions: Retractions,
+    ) -> Self {
         let recent_cap = history_cap.max(ring_cap.next_power_of_two());
+        let last_tim = history.iter().rev().find_map(Frame::tim);
+        history.retain(|frame| !retractions.hides(frame));
         let mut state = State {
             ring: Some(broadcast::channel(ring_cap).0),
             recent: VecDeque::new(),
             recent_cap,
             history_cap,
-            last_tim: history.iter().rev().find_map(Frame::tim),
+            last_tim,
+            retractions,
         };
         let skip = history.len().saturating_sub(history_cap);
         for frame in history.into_iter().skip(skip) {
@@ -86,6 +99,15 @@ impl State {
         }
         self.remember(tim, frame);
         self.last_tim = Some(tim);
+    }
+
+    /// Takes the message with `tim` out of every later replay.
+    pub fn retract(&mut self, tim: DateTime<Utc>) {
+        self.retractions.insert(tim);
+        let at = self.recent.partition_point(|(t, _)| *t < tim);
+        if self.recent.get(at).is_some_and(|(t, _)| *t == tim) {
+            self.recent.remove(at);
+        }
     }
 
     /// The history a joining member is replayed, oldest first.
@@ -118,6 +140,11 @@ pub(crate) struct Engine {
     queued: Condvar,
     /// Held while a batch is written: one writer at a time, in order.
     writing: Mutex<()>,
+    /// Who is muted until when: checked on every publish, so under a lock
+    /// of its own rather than `state`'s.
+    pub(super) mutes: Mutex<Mutes>,
+    /// Whether the moderation state has been read back from the logs.
+    pub(super) rebuilt: super::rebuild::Rebuilt,
     /// Whether the writer thread runs; without it batches are written in
     /// place.
     threaded: std::sync::atomic::AtomicBool,
@@ -134,6 +161,7 @@ impl Engine {
         log: Arc<dyn Log>,
         shared: Option<Arc<dyn SharedLog>>,
         state: State,
+        mutes: Mutes,
     ) -> Arc<Self> {
         let last_tim = state.last_tim().unwrap_or(DateTime::<Utc>::MIN_UTC);
         let engine = Arc::new(Engine {
@@ -147,6 +175,8 @@ impl Engine {
             }),
             queued: Condvar::new(),
             writing: Mutex::new(()),
+            mutes: Mutex::new(mutes),
+            rebuilt: Default::default(),
             threaded: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
         });
@@ -238,8 +268,21 @@ impl Engine {
         }
         match self.log.append(&frames) {
             Ok(()) => {
+                // Found before taking the lock; most batches hold none.
+                let mut actions: Vec<(usize, Moderated)> = frames
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, frame)| Moderated::of(frame).map(|acted| (i, acted)))
+                    .collect();
+                actions.reverse();
                 let mut state = lock(&self.state);
-                for (frame, (tim, _)) in frames.into_iter().zip(&rest) {
+                for (i, (frame, (tim, _))) in frames.into_iter().zip(&rest).enumerate() {
+                    // Applied before anyone sees the action.
+                    if actions.last().is_some_and(|(at, _)| *at == i)
+                        && let Some((_, acted)) = actions.pop()
+                    {
+                        self.moderate(&mut state, &acted);
+                    }
                     state.relay(*tim, frame);
                 }
                 drop(state);
@@ -253,6 +296,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Applies a relayed moderation action.
+    fn moderate(&self, state: &mut State, acted: &Moderated) {
+        match acted.action() {
+            Action::Retract { tim } => state.retract(*tim),
+            _ => lock(&self.mutes).apply(acted),
+        }
+    }
+
+    /// When `usr`'s mute ends, if it is muted now.
+    pub fn muted_until(&self, usr: &str) -> Option<DateTime<Utc>> {
+        let mutes = lock(&self.mutes);
+        if mutes.is_empty() {
+            return None;
+        }
+        mutes.until(usr, self.clock.now())
     }
 
     /// The writer thread: writes batches until the room is gone.
@@ -273,6 +333,16 @@ impl Engine {
     /// The room's own log.
     pub fn log(&self) -> &dyn Log {
         self.log.as_ref()
+    }
+
+    /// The room's own log, shared.
+    pub(super) fn log_arc(&self) -> Arc<dyn Log> {
+        self.log.clone()
+    }
+
+    /// The shared log, if any, shared.
+    pub(super) fn shared_arc(&self) -> Option<Arc<dyn SharedLog>> {
+        self.shared.clone()
     }
 
     /// The shared log, if the room has one.

@@ -12,6 +12,7 @@
 mod commit;
 mod config;
 mod member;
+mod rebuild;
 mod resume;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::frame::Frame;
 use crate::jwt::Jwt;
 use crate::log::{Log, MemoryLog, SharedLog};
 use crate::message::Message;
+use crate::moderation::{self, Action, Mutes, Rebuild, Retractions};
 use crate::rate::TokenBucket;
 
 use commit::{Engine, State, lock};
@@ -97,6 +99,8 @@ pub struct RoomBuilder {
     shared_log: Option<Arc<dyn SharedLog>>,
     clock: Arc<dyn Clock>,
     history: Option<Vec<Frame>>,
+    /// Whether `build` reads the moderation state back from the logs.
+    rebuild: bool,
 }
 
 impl RoomBuilder {
@@ -133,6 +137,13 @@ impl RoomBuilder {
     }
 
     /// The room; fails when the log's history cannot be read.
+    ///
+    /// The retractions and mutes the logs hold (README, "Moderation") are
+    /// read back too: those in the history at once, the rest on a thread
+    /// of the room's own, which reads the room's log whole, front to back
+    /// (a file in one sequential read), and a shared log that can be read
+    /// back. Reads by cursor ([`Room::read`], [`Room::catch_up`]) wait
+    /// for it.
     pub fn build(self) -> Result<Room, LogError> {
         let config = self.config;
         let recent = match self.history {
@@ -140,8 +151,23 @@ impl RoomBuilder {
             // One at least: the newest message tells where reads stop.
             None => self.log.recent(config.history.max(1))?,
         };
-        let state = State::new(config.send_queue, config.history, recent);
-        let engine = Engine::start(self.clock, self.log, self.shared_log, state);
+        // The history holds every action about its own messages; the
+        // rest of the logs is read back on a thread (`rebuild.rs`).
+        let mut in_history = Rebuild::default();
+        for frame in &recent {
+            in_history.line(frame.as_str());
+        }
+        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
+        for acted in in_history.finish() {
+            moderation::apply(&acted, &mut retractions, &mut mutes);
+        }
+        let state = State::new(config.send_queue, config.history, recent, retractions);
+        let engine = Engine::start(self.clock, self.log, self.shared_log, state, mutes);
+        if self.rebuild {
+            engine.rebuild();
+        } else {
+            engine.rebuilt.finish();
+        }
         Ok(Room {
             shared: Arc::new(Shared {
                 jwt: config.jwt.clone().map(Jwt::new),
@@ -169,6 +195,7 @@ impl Room {
             shared_log: None,
             clock: Arc::new(SystemClock),
             history: None,
+            rebuild: true,
         }
     }
 
@@ -179,11 +206,12 @@ impl Room {
     }
 
     /// A room whose messages are ordered by `shared`, a log it shares with
-    /// other rooms: see [`SharedLog`].
+    /// other rooms: see [`SharedLog`]. It starts with no history and no
+    /// moderation state; [`Room::builder`] reads both back from the log.
     pub fn with_shared_log(config: RoomConfig, shared: Arc<dyn SharedLog>) -> Self {
-        Self::builder(config)
-            .shared_log(shared)
-            .history(Vec::new())
+        let mut builder = Self::builder(config).shared_log(shared).history(Vec::new());
+        builder.rebuild = false;
+        builder
             .build()
             .unwrap_or_else(|_| unreachable!("a given history is never read from the log"))
     }
@@ -275,10 +303,31 @@ impl Room {
         Publish::waiting(frame, receipt)
     }
 
+    /// Parses and authorizes a frame: its token, a moderation action
+    /// (only a moderator's, and well-formed: README, "Moderation"), and
+    /// whether its `usr` is muted.
     fn check<'a>(&self, frame: &'a str) -> Result<Message<'a>, PublishError> {
         let message = Message::parse(frame)?;
-        if let Some(jwt) = &self.shared.jwt {
-            jwt.authorize(&message)?;
+        let claims = match &self.shared.jwt {
+            Some(jwt) => jwt.authorize(&message)?,
+            None => None,
+        };
+        if let Some(action) = message.field("mod") {
+            let moderator = self
+                .shared
+                .jwt
+                .as_ref()
+                .zip(claims.as_ref())
+                .is_some_and(|(jwt, claims)| jwt.is_moderator(claims));
+            if !moderator {
+                return Err(PublishError::Unauthorized(
+                    "only a moderator's token may send \"mod\"".into(),
+                ));
+            }
+            Action::from_raw(action)?;
+        }
+        if let Some(until) = self.shared.engine.muted_until(message.usr()) {
+            return Err(moderation::muted(message.usr(), until));
         }
         Ok(message)
     }

@@ -86,9 +86,9 @@ impl Room {
 
     /// Up to `limit` messages, oldest first, strictly after `since` and
     /// strictly before `before` when given; with `before` alone the last
-    /// `limit` before it, with neither the newest `limit`. Reads the log
-    /// when it can be read back, else the in-memory history. May block on
-    /// a disk.
+    /// `limit` before it, with neither the newest `limit`; never a
+    /// retracted one. Reads the log when it can be read back, else the
+    /// in-memory history. May block on a disk.
     ///
     /// ```
     /// use wschat_core::{Room, RoomConfig};
@@ -110,9 +110,10 @@ impl Room {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Vec<Frame>, LogError> {
+        self.shared.engine.rebuilt.wait()?;
         let read = match since {
-            Some(_) => self.read_after(since, limit)?,
-            None => self.read_before(before, limit)?,
+            Some(_) => self.read_forward(since, before, limit)?,
+            None => self.read_backward(before, limit)?,
         };
         let mut frames = match read {
             Some(frames) => frames,
@@ -122,6 +123,65 @@ impl Room {
             frames.retain(|f| f.tim().is_some_and(|t| t < before));
         }
         Ok(frames)
+    }
+
+    /// Takes the retracted messages out of `frames`.
+    fn unretracted(&self, mut frames: Vec<Frame>) -> Vec<Frame> {
+        let state = self.lock();
+        if !state.retractions.is_empty() {
+            frames.retain(|f| !state.retractions.hides(f));
+        }
+        frames
+    }
+
+    /// Up to `limit` unretracted messages after `since` (and before
+    /// `before`) from the log, reading on past the retracted ones.
+    fn read_forward(
+        &self,
+        since: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let (mut frames, mut cursor) = (Vec::new(), since);
+        loop {
+            let Some(page) = self.read_after(cursor, limit)? else {
+                return Ok(None);
+            };
+            let full = page.len() == limit;
+            cursor = page.last().and_then(Frame::tim).or(cursor);
+            frames.extend(self.unretracted(page));
+            let past = before.is_some_and(|b| cursor.is_some_and(|c| c >= b));
+            if !full || past || frames.len() >= limit {
+                frames.truncate(limit);
+                return Ok(Some(frames));
+            }
+        }
+    }
+
+    /// The last `limit` unretracted messages before `before` from the
+    /// log, reading on past the retracted ones.
+    fn read_backward(
+        &self,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Option<Vec<Frame>>, LogError> {
+        let (mut pages, mut held, mut cursor) = (Vec::new(), 0, before);
+        loop {
+            let Some(page) = self.read_before(cursor, limit)? else {
+                return Ok(None);
+            };
+            let full = page.len() == limit;
+            let first = page.first().and_then(Frame::tim);
+            let page = self.unretracted(page);
+            held += page.len();
+            pages.push(page);
+            if !full || held >= limit || first.is_none() {
+                let mut frames: Vec<Frame> = pages.into_iter().rev().flatten().collect();
+                frames.drain(..frames.len().saturating_sub(limit));
+                return Ok(Some(frames));
+            }
+            cursor = first;
+        }
     }
 
     /// [`read`](Self::read) from the in-memory history.
@@ -206,6 +266,7 @@ impl CatchUp {
     /// memory. Reads the log, so it may block on a disk: call it where
     /// blocking is allowed (an async transport: `spawn_blocking`).
     pub fn next(&mut self, limit: usize) -> Result<Step, LogError> {
+        self.room.shared.engine.rebuilt.wait()?;
         let mut page = Vec::new();
         if !self.started {
             self.started = true;
@@ -225,7 +286,7 @@ impl CatchUp {
         if let Some(tim) = frames.last().and_then(Frame::tim) {
             self.cursor = tim;
         }
-        page.extend(frames);
+        page.extend(self.room.unretracted(frames));
         if full {
             return Ok(Step::Page(page));
         }

@@ -578,6 +578,132 @@ async fn over_https_the_page_chats_over_wss() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moderator_retracts_a_message_and_it_vanishes_from_every_page() {
+    // README, "Moderation": the public room, where anyone may post and
+    // moderators keep order.
+    let secret = "browser-moderation-secret-of-32-bytes";
+    let server =
+        TestServer::start(&["--jwt-secret", secret, "--jwt-optional", "--history", "20"]).await;
+    let driver = Driver::start();
+    let mo = driver.browser().await;
+    let ann = driver.browser().await;
+    open_as(&mo, server.addr, "mo").await;
+    open_as(&ann, server.addr, "ann").await;
+    say(&ann, "buy cheap pills").await;
+    say(&ann, "a fine message").await;
+    wait_until(&mo, "ann's messages at mo", &shown("a fine message")).await;
+    const CONTROLS: &str = "document.querySelectorAll('#messages button').length > 0";
+    assert_eq!(
+        mo.execute(&format!("return {CONTROLS};"), vec![])
+            .await
+            .unwrap(),
+        json!(false),
+        "no moderation controls without a moderator's token"
+    );
+
+    let jwt = wschat_core::Jwt::new(wschat_core::JwtConfig::new(secret));
+    let token = jwt.mint_moderator("sub", "mo", None).unwrap();
+    mo.find(Locator::Id("jwt"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    wait_until(&mo, "moderation controls", CONTROLS).await;
+    // A token that is not a moderator's shows none.
+    let plain = jwt.mint("sub", "ann", None).unwrap();
+    ann.find(Locator::Id("jwt"))
+        .await
+        .unwrap()
+        .send_keys(&plain)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ann.execute(&format!("return {CONTROLS};"), vec![])
+            .await
+            .unwrap(),
+        json!(false)
+    );
+
+    // Keyboard only: focus the labelled control and press Enter.
+    let retract = mo
+        .find(Locator::XPath(
+            "//li[span[@class='msg' and .='buy cheap pills']]//button[.='Retract']",
+        ))
+        .await
+        .unwrap();
+    let label = retract
+        .attr("aria-label")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(label.contains("ann"), "{label}");
+    retract.send_keys(ENTER).await.unwrap();
+    for page in [&ann, &mo] {
+        wait_until(
+            page,
+            "the retraction's words",
+            &shown("Retracted a message from ann."),
+        )
+        .await;
+        wait_until(
+            page,
+            "the retracted message gone",
+            &format!("!{}", shown("buy cheap pills")),
+        )
+        .await;
+        assert_eq!(
+            page.execute(&format!("return {};", shown("a fine message")), vec![])
+                .await
+                .unwrap(),
+            json!(true),
+            "only that one"
+        );
+    }
+    save_screenshot(&mo, "moderator.png").await;
+    // A page opened now is not replayed it.
+    let late = driver.browser().await;
+    open_as(&late, server.addr, "late").await;
+    wait_until(&late, "the history", &shown("a fine message")).await;
+    assert_eq!(
+        late.execute(&format!("return {};", shown("buy cheap pills")), vec![])
+            .await
+            .unwrap(),
+        json!(false)
+    );
+
+    // Mute the sender for an hour, chosen from the list.
+    mo.find(Locator::Id("mute-seconds"))
+        .await
+        .unwrap()
+        .select_by_value("3600")
+        .await
+        .unwrap();
+    mo.find(Locator::XPath(
+        "//li[span[@class='msg' and .='a fine message']]//button[.='Mute sender']",
+    ))
+    .await
+    .unwrap()
+    .send_keys(ENTER)
+    .await
+    .unwrap();
+    wait_until(&ann, "the mute's words", &shown("Muted ann for 1 hour.")).await;
+    say(&ann, "let me speak").await;
+    wait_until(
+        &ann,
+        "the muted error in words",
+        "document.getElementById('error').textContent.includes('A moderator has muted')",
+    )
+    .await;
+    save_screenshot(&ann, "muted.png").await;
+    for page in [mo, ann, late] {
+        page.close().await.unwrap();
+    }
+    server.stop().await;
+}
+
 /// JS: the text of every message shown, in order.
 const ALL_SHOWN: &str =
     "return [...document.querySelectorAll('#messages li .msg')].map(e => e.textContent);";

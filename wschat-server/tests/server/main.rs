@@ -15,6 +15,7 @@ mod http;
 mod jwt;
 mod jwt_keys;
 mod limits;
+mod moderation;
 mod process;
 mod redis;
 mod resume;

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use crate::common::{Client, TestServer, WAIT, chat, free_port};
 use serde_json::Value;
 
-/// A redis-server on a free port, without persistence; killed when dropped.
-struct Redis {
+/// A redis-server on a free port, without persistence; killed when dropped
+/// (also used by the moderation tests).
+pub(crate) struct Redis {
     child: Child,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = free_port();
         Self::start_on(port)
     }
@@ -54,7 +55,7 @@ impl Redis {
             && &reply == b"+PONG\r\n"
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }

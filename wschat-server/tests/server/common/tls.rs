@@ -13,7 +13,6 @@ use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::{Connector, MaybeTlsStream};
 
 use super::{Answer, Client, WAIT};
 
@@ -159,35 +158,30 @@ pub async fn https_health(addr: SocketAddr, config: Arc<ClientConfig>) -> serde_
 }
 
 /// A `wss://` client trusting what `config` trusts.
-pub async fn wss_client(addr: SocketAddr, config: Arc<ClientConfig>) -> Client {
-    let tcp = TcpStream::connect(addr).await.unwrap();
+pub async fn wss_client(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Client<TlsStream<TcpStream>> {
+    let tls = connect(addr, config).await;
     let (ws, _) = tokio::time::timeout(
         WAIT,
-        tokio_tungstenite::client_async_tls_with_config(
-            format!("wss://{addr}/"),
-            tcp,
-            None,
-            Some(Connector::Rustls(config)),
-        ),
+        tokio_tungstenite::client_async(format!("wss://{addr}/"), tls),
     )
     .await
-    .expect("the wss handshake timed out")
-    .expect("the wss handshake failed");
+    .expect("the WebSocket handshake timed out")
+    .expect("the WebSocket handshake failed");
     Client { ws }
 }
 
-impl Client {
-    /// The certificate the server showed this client (`None` over plain
-    /// TCP).
+impl Client<TlsStream<TcpStream>> {
+    /// The certificate the server showed this client.
     pub fn server_certificate(&self) -> Option<CertificateDer<'static>> {
-        match self.ws.get_ref() {
-            MaybeTlsStream::Rustls(tls) => tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|cert| cert.clone().into_owned()),
-            _ => None,
-        }
+        self.ws
+            .get_ref()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.clone().into_owned())
     }
 }
