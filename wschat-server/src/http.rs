@@ -17,7 +17,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -28,6 +30,7 @@ use crate::connection::{self, Start};
 use crate::counted::Counted;
 use crate::messages;
 use crate::server::{App, ConnectionSlot};
+use crate::tls;
 
 /// What a browser may do with a page from wschat: load the page's own
 /// scripts and styles, connect to its own origin (`ws:` and `wss:` are
@@ -79,6 +82,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                     Some(b) if b.is_up() => "up",
                     Some(_) => "down",
                 },
+                "tls": app.tls.is_some(),
+                "tls_cert_expires": app.tls.as_ref().map(|tls| tls::rfc3339(tls.expires())),
             });
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
@@ -110,13 +115,18 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 }
             },
         },
-        "/metrics" => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics
-                .encode(app.room.history_len(), app.pending.len())
-                .into(),
-        ),
+        "/metrics" => {
+            if let Some(tls) = &app.tls {
+                app.metrics.tls_cert_expires(tls.expires());
+            }
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                app.metrics
+                    .encode(app.room.history_len(), app.pending.len())
+                    .into(),
+            )
+        }
         _ => match app.assets.serve(req).await {
             Some(response) => response,
             None => status(StatusCode::NOT_FOUND, "not found\n"),
@@ -182,29 +192,24 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
                 return;
             }
         };
-        let app = &slot.app;
-        // Back to the bare TcpStream that hyper boxed when it handed the
-        // socket over, so no boxed layer sits under every read and write
-        // ([`Counted`] only adds up what the socket took). The read buffer is copied out and let go at once: even empty, it
-        // holds on to hyper's whole 8 KiB buffer.
-        let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
-            Err(_) => {
-                warn!(%peer, "upgraded connection is not a TCP stream");
-                return;
+        // Back to the bare TcpStream (or TLS stream) that hyper boxed
+        // when it handed the socket over, so no layer sits under every
+        // read and write. The read buffer is copied out and let go at
+        // once: even empty, it holds on to hyper's whole 8 KiB buffer.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let read = parts.read_buf.to_vec();
+                return chat(slot, parts.io.into_inner(), read, start, peer).await;
             }
+            Err(upgraded) => upgraded,
         };
-        let ws = WebSocketStream::from_partially_read(
-            Counted::new(tcp),
-            read,
-            Role::Server,
-            Some(app.ws_config),
-        )
-        .await;
-        info!(%peer, "connection opened");
-        let ended = connection::serve(ws, start, &app.limits, &app.metrics).await;
-        info!(%peer, %ended, "connection closed");
-        drop(slot);
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let read = parts.read_buf.to_vec();
+                chat(slot, parts.io.into_inner(), read, start, peer).await;
+            }
+            Err(_) => warn!(%peer, "upgraded connection is not a TCP or TLS stream"),
+        }
     });
     let mut response = Response::new(Either::Left(Full::default()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -215,6 +220,27 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Runs one upgraded connection's chat on `io`, whose first bytes (read
+/// already, behind the upgrade request) are `read`.
+async fn chat<S>(slot: ConnectionSlot, io: S, read: Vec<u8>, start: Start, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let app = &slot.app;
+    // [`Counted`] adds up what the socket takes, for the catch-up's stall
+    // check; it sits under every read and write, at the cost of a count.
+    let ws = WebSocketStream::from_partially_read(
+        Counted::new(io),
+        read,
+        Role::Server,
+        Some(app.ws_config),
+    )
+    .await;
+    info!(%peer, "connection opened");
+    let ended = connection::serve(ws, start, &app.limits, &app.metrics).await;
+    info!(%peer, %ended, "connection closed");
 }
 
 /// `400` with a JSON `{"err", "detail"}` body.
