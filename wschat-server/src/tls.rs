@@ -112,7 +112,7 @@ impl ResolvesServerCert for Current {
 /// Reads and checks a certificate chain and its private key.
 fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Pair, TlsError> {
     let read = |option: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        read_small_file(path).map_err(|source| TlsError::Read {
             option,
             path: path.to_owned(),
             source,
@@ -156,6 +156,32 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Pair,
         key: Arc::new(key_pair),
         expires,
     })
+}
+
+/// The largest certificate or key file read: a chain of a few
+/// certificates takes a few kilobytes.
+const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// Reads a regular file of at most [`MAX_PEM_FILE`] bytes (symbolic links
+/// followed, as certbot's `live/` names are). A FIFO would block the read
+/// forever and a device might never end, so neither is read.
+fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "larger than 1 MiB: not a certificate or key",
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The certificate's `notAfter`, in seconds since the Unix epoch.

@@ -371,16 +371,38 @@ fn a_broken_swap_keeps_the_old_certificate() {
 /// Runs the binary with `args` (and `env`), expecting exit status 1 and
 /// exactly one line on stderr, holding `needle`.
 fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
         .env_remove("JWT_SECRET")
         .env("RUST_LOG", "info")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    // At once: a file that blocks the read must not hang the start.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: the server neither started nor exited");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
     assert!(lines[0].starts_with("wschat-server: "), "{stderr}");
@@ -414,6 +436,15 @@ fn every_bad_tls_start_is_one_line_and_exit_status_1() {
     let other_key = write("other-key.pem", &other.key_pem);
     let missing = path("missing.pem");
     let a_dir = dir.to_str().unwrap();
+    // A FIFO would block the read forever; a device could never end.
+    let fifo = path("fifo.pem");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
 
     // One of the two alone, as an option or from the environment.
     fails_with_one_line(&["--tls-cert", cert], &[], "--tls-cert needs --tls-key");
@@ -431,6 +462,22 @@ fn every_bad_tls_start_is_one_line_and_exit_status_1() {
         "--tls-key",
     );
     fails_with_one_line(&["--tls-cert", a_dir, "--tls-key", key], &[], "--tls-cert");
+    fails_with_one_line(
+        &["--tls-cert", &fifo, "--tls-key", key],
+        &[],
+        "not a regular file",
+    );
+    fails_with_one_line(
+        &["--tls-cert", cert, "--tls-key", "/dev/zero"],
+        &[],
+        "not a regular file",
+    );
+    let huge = write("huge.pem", &"A".repeat((1 << 20) + 1));
+    fails_with_one_line(
+        &["--tls-cert", &huge, "--tls-key", key],
+        &[],
+        "larger than 1 MiB",
+    );
     // Files that hold no certificate or key.
     fails_with_one_line(
         &["--tls-cert", &garbage, "--tls-key", key],
