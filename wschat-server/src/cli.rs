@@ -2,11 +2,13 @@
 //! environment variable and default, and the `token` subcommand.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wschat_core::{JwtAlg, JwtConfig, RateLimit, RoomConfig};
+
+use crate::error::TlsError;
 
 /// Below this many bytes a JWT secret is warned about at start: HS256's
 /// key should be at least as long as its 32-byte hash (RFC 7518, 3.2),
@@ -80,6 +82,15 @@ pub struct Options {
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
+
+    /// Serve HTTPS and wss:// with this PEM certificate chain, leaf first
+    /// (certbot's fullchain.pem); needs --tls-key. SIGHUP reads both again.
+    #[arg(help_heading = NETWORK, long, env = "WSCHAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    #[arg(help_heading = NETWORK, long, env = "WSCHAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// Require messages to carry a JWT signed with this secret.
     #[arg(help_heading = TOKENS, long, env = "JWT_SECRET", hide_env_values = true, global = true)]
@@ -272,7 +283,24 @@ impl Options {
                     .to_owned(),
             );
         }
+        self.tls_files().map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The TLS certificate and key files: both or neither (README, "TLS").
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(TlsError::Half {
+                given: "--tls-cert",
+                missing: "--tls-key",
+            }),
+            (None, Some(_)) => Err(TlsError::Half {
+                given: "--tls-key",
+                missing: "--tls-cert",
+            }),
+        }
     }
 
     /// The JWT secret's length in bytes when it is shorter than
@@ -350,6 +378,7 @@ mod tests {
         assert!(o.jwt_secret.is_none() && o.allowed_origin.is_empty());
         assert!(o.jwt_public_key.is_none() && o.jwks.is_none() && !o.jwt_optional);
         assert!(o.jwt_issuer.is_none() && o.jwt_audience.is_none() && !o.jwt_enabled());
+        assert!(o.tls_cert.is_none() && o.tls_key.is_none());
         assert_eq!(o.jwt_mod_claim, "mod");
     }
 
@@ -364,6 +393,17 @@ mod tests {
         ] {
             assert!(Options::from_args(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn tls_takes_both_files_or_neither() {
+        let check = |args: &[&str]| Options::from_args(args).unwrap().check();
+        assert!(check(&[]).is_ok());
+        assert!(check(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        let one = check(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(one.starts_with("--tls-cert needs --tls-key"), "{one}");
+        let other = check(&["--tls-key", "k.pem"]).unwrap_err();
+        assert!(other.starts_with("--tls-key needs --tls-cert"), "{other}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum ServerError {
     /// A token key could not be loaded or does not fit its algorithm.
     #[error(transparent)]
     Keys(#[from] KeysError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Why the Redis backplane could not start.
@@ -76,4 +79,59 @@ pub enum KeysError {
         /// Why it cannot serve.
         source: Box<dyn Error + Send + Sync>,
     },
+}
+
+/// A TLS certificate and key that cannot serve (README, "TLS").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// One of the two files without the other.
+    #[error("{given} needs {missing} too (the certificate and its key, both PEM)")]
+    Half {
+        /// The option given.
+        given: &'static str,
+        /// The option missing.
+        missing: &'static str,
+    },
+    /// A file cannot be read.
+    #[error("{option} {}: {source}", path.display())]
+    Read {
+        /// `--tls-cert` or `--tls-key`.
+        option: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no usable certificate.
+    #[error("--tls-cert {}: {reason}", path.display())]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key file holds no usable private key.
+    #[error("--tls-key {}: {reason}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key is not the certificate's.
+    #[error(
+        "--tls-key {} is not the key of the certificate in --tls-cert {}",
+        key.display(),
+        cert.display()
+    )]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS: {0}")]
+    Config(#[source] rustls::Error),
 }

@@ -18,7 +18,9 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -30,6 +32,7 @@ use crate::connection::{self, Start};
 use crate::counted::Counted;
 use crate::messages;
 use crate::server::{App, ConnectionSlot};
+use crate::tls;
 
 /// What a browser may do with a page from wschat: load the page's own
 /// scripts and styles, connect to its own origin (`ws:` and `wss:` are
@@ -81,6 +84,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                     Some(b) if b.is_up() => "up",
                     Some(_) => "down",
                 },
+                "tls": app.tls.is_some(),
+                "tls_cert_expires": app.tls.as_ref().map(|tls| tls::rfc3339(tls.expires())),
             });
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
@@ -112,13 +117,18 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 }
             },
         },
-        "/metrics" => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics
-                .encode(app.room.history_len(), app.pending.len())
-                .into(),
-        ),
+        "/metrics" => {
+            if let Some(tls) = &app.tls {
+                app.metrics.tls_cert_expires(tls.expires());
+            }
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                app.metrics
+                    .encode(app.room.history_len(), app.pending.len())
+                    .into(),
+            )
+        }
         _ => match app.assets.serve(req).await {
             Some(response) => response,
             None => status(StatusCode::NOT_FOUND, "not found\n"),
@@ -202,10 +212,27 @@ struct Setup {
     peer: SocketAddr,
 }
 
+/// The socket hyper handed over, with what it had read past the upgrade
+/// request, and the rest of the setup.
+struct Handed<S> {
+    io: S,
+    read: Vec<u8>,
+    start: Start,
+    slot: ConnectionSlot,
+    peer: SocketAddr,
+}
+
+/// A plain TCP or a TLS socket, each behind a pointer: the task holds
+/// either one until the WebSocket is open.
+enum Handover {
+    Tcp(Box<Handed<TcpStream>>),
+    Tls(Box<Handed<TlsStream<TcpStream>>>),
+}
+
 /// A WebSocket connection once it is open and joined, as its task holds
 /// it for the connection's life.
-struct Open {
-    ws: WebSocketStream<Counted<TcpStream>>,
+struct Open<S> {
+    ws: WebSocketStream<Counted<S>>,
     member: Member,
     slot: ConnectionSlot,
     peer: SocketAddr,
@@ -215,23 +242,19 @@ struct Open {
 /// connection costs (README, Performance), so it holds each part once:
 /// the setup by pointer until the socket is open (the opening is boxed,
 /// and freed once done), then the open connection, and the serving loop's
-/// own state beside it.
+/// own state beside it. A TLS connection's state is larger, so it is
+/// boxed: plain connections do not carry its size.
 async fn serve_upgraded(setup: Box<Setup>) {
-    let Some(mut open) = Box::pin(open(setup)).await else {
-        return;
-    };
-    let app = &open.slot.app;
-    let ended = connection::serve(&mut open.ws, &mut open.member, &app.limits, &app.metrics).await;
-    // Out of the room before the close handshake's linger.
-    drop(open.member);
-    connection::finish(&mut open.ws, &ended).await;
-    info!(peer = %open.peer, %ended, "connection closed");
+    match Box::pin(handover(setup)).await {
+        Some(Handover::Tcp(handed)) => serve_handed(handed).await,
+        Some(Handover::Tls(handed)) => Box::pin(serve_handed(handed)).await,
+        None => {}
+    }
 }
 
-/// Waits for hyper to hand the socket over, starts the WebSocket on it
-/// and joins (catching a resuming client up); `None` when the connection
-/// ended meanwhile.
-async fn open(setup: Box<Setup>) -> Option<Open> {
+/// Waits for hyper to hand the socket over; `None` when the upgrade
+/// failed.
+async fn handover(setup: Box<Setup>) -> Option<Handover> {
     let Setup {
         on_upgrade,
         start,
@@ -245,21 +268,77 @@ async fn open(setup: Box<Setup>) -> Option<Open> {
             return None;
         }
     };
-    let app = &slot.app;
-    // Back to the bare TcpStream that hyper boxed when it handed the
-    // socket over, so no boxed layer sits under every read and write
-    // ([`Counted`] only adds up what the socket took). The read buffer is
-    // copied out and let go at once: even empty, it holds on to hyper's
-    // whole 8 KiB buffer.
-    let (tcp, read) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (parts.io.into_inner(), parts.read_buf.to_vec()),
-        Err(_) => {
-            warn!(%peer, "upgraded connection is not a TCP stream");
-            return None;
+    // Back to the bare TcpStream (or TLS stream) that hyper boxed when it
+    // handed the socket over, so no layer sits under every read and
+    // write. The read buffer is copied out and let go at once: even
+    // empty, it holds on to hyper's whole 8 KiB buffer.
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let read = parts.read_buf.to_vec();
+            let io = parts.io.into_inner();
+            return Some(Handover::Tcp(Box::new(Handed {
+                io,
+                read,
+                start,
+                slot,
+                peer,
+            })));
         }
+        Err(upgraded) => upgraded,
     };
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let read = parts.read_buf.to_vec();
+            let io = parts.io.into_inner();
+            Some(Handover::Tls(Box::new(Handed {
+                io,
+                read,
+                start,
+                slot,
+                peer,
+            })))
+        }
+        Err(_) => {
+            warn!(%peer, "upgraded connection is not a TCP or TLS stream");
+            None
+        }
+    }
+}
+
+/// Serves one handed-over socket until the connection ends.
+async fn serve_handed<S>(handed: Box<Handed<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(mut open) = Box::pin(open(handed)).await else {
+        return;
+    };
+    let app = &open.slot.app;
+    let ended = connection::serve(&mut open.ws, &mut open.member, &app.limits, &app.metrics).await;
+    // Out of the room before the close handshake's linger.
+    drop(open.member);
+    connection::finish(&mut open.ws, &ended).await;
+    info!(peer = %open.peer, %ended, "connection closed");
+}
+
+/// Starts the WebSocket on a handed-over socket and joins (catching a
+/// resuming client up); `None` when the connection ended meanwhile.
+async fn open<S>(handed: Box<Handed<S>>) -> Option<Open<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Handed {
+        io,
+        read,
+        start,
+        slot,
+        peer,
+    } = *handed;
+    let app = &slot.app;
+    // [`Counted`] adds up what the socket takes, for the catch-up's stall
+    // check; it sits under every read and write, at the cost of a count.
     let mut ws = WebSocketStream::from_partially_read(
-        Counted::new(tcp),
+        Counted::new(io),
         read,
         Role::Server,
         Some(app.ws_config),

@@ -18,6 +18,7 @@ mod metrics;
 mod redis_log;
 mod server;
 pub mod signals;
+mod tls;
 mod warn_every;
 
 use std::future::Future;
@@ -32,7 +33,7 @@ use tracing::{info, warn};
 use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, Room};
 
 pub use cli::{Cli, Command, Options};
-pub use error::{BackplaneError, KeysError, ServerError};
+pub use error::{BackplaneError, KeysError, ServerError, TlsError};
 
 use assets::Assets;
 use connection::Limits;
@@ -105,6 +106,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    // First, so that a bad pair is the only line a refused start says.
+    let tls = match options.tls_files()? {
+        Some((cert, key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
+        None => None,
+    };
     if options.ping_interval >= options.idle_timeout {
         warn!(
             ping_interval = options.ping_interval,
@@ -126,8 +132,11 @@ pub async fn run(
     }
     let (room, link) = build_room(&options, config).await?;
     let archived = options.archive.is_some() || options.archive_dir.is_some();
-    let rotation = tokio::spawn(signals::on_hangup(room.clone(), archived));
-    let metrics = Arc::new(Metrics::new());
+    if let Some(tls) = &tls {
+        tls::log_expiry(tls.expires(), "TLS on");
+    }
+    let rotation = tokio::spawn(signals::on_hangup(room.clone(), archived, tls.clone()));
+    let metrics = Arc::new(Metrics::new(tls.is_some()));
     let backplane = link.map(|link| Arc::new(link.start(room.clone(), metrics.clone())));
     let (stop, stopped) = watch::channel(false);
     let (tasks, mut all_done) = mpsc::channel::<()>(1);
@@ -149,15 +158,18 @@ pub async fn run(
         started: Instant::now(),
         connections: AtomicUsize::new(0),
         pending: Pending::new(options.max_connections),
+        tls,
         shutdown: stopped,
         _tasks: tasks,
         options,
     });
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
     info!(
         %addr,
         jwt = app.options.jwt_enabled(),
         history = app.options.history,
-        "listening on http://{addr}/"
+        tls = app.tls.is_some(),
+        "listening on {scheme}://{addr}/"
     );
     // Accepting runs as a task, not on the thread that awaits `run`: a
     // connection task it spawns then starts on a worker's own queue

@@ -56,13 +56,17 @@ pub(crate) struct Metrics {
     backplane_reconnects: Counter<u64, AtomicU64>,
     pending: Gauge<i64, AtomicI64>,
     pending_evicted: Counter<u64, AtomicU64>,
+    /// The served certificate's expiry; registered only with TLS on, so
+    /// an alert on it never fires for a server without a certificate.
+    tls_cert_expiry: Gauge<i64, AtomicI64>,
     /// Whether the last publish failed as `unavailable`, so the log says
     /// so once per change, not once per message.
     unavailable: AtomicBool,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The registry; `tls` says whether a certificate's expiry is served.
+    pub(crate) fn new(tls: bool) -> Self {
         let mut registry = Registry::with_prefix("wschat");
         let metrics = Metrics {
             connections: Gauge::default(),
@@ -76,6 +80,7 @@ impl Metrics {
             backplane_reconnects: Counter::default(),
             pending: Gauge::default(),
             pending_evicted: Counter::default(),
+            tls_cert_expiry: Gauge::default(),
             unavailable: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -140,6 +145,13 @@ impl Metrics {
             "Connections not upgraded that were closed to make room for a newer one",
             metrics.pending_evicted.clone(),
         );
+        if tls {
+            registry.register(
+                "tls_cert_expiry_timestamp_seconds",
+                "When the TLS certificate served now expires (its notAfter), in seconds since the Unix epoch",
+                metrics.tls_cert_expiry.clone(),
+            );
+        }
         Metrics {
             registry,
             ..metrics
@@ -191,7 +203,7 @@ impl Metrics {
                     moderator,
                     tim = at,
                     retracted,
-                    "moderation: {moderator} retracted the message of {retracted}"
+                    "moderation: {moderator:?} retracted the message of {retracted}"
                 );
                 "retract"
             }
@@ -200,7 +212,7 @@ impl Metrics {
                     moderator,
                     tim = at,
                     usr,
-                    "moderation: {moderator} lifted the mute on {usr}"
+                    "moderation: {moderator:?} lifted the mute on {usr:?}"
                 );
                 "unmute"
             }
@@ -210,7 +222,7 @@ impl Metrics {
                     tim = at,
                     usr,
                     seconds,
-                    "moderation: {moderator} muted {usr} for {seconds} s"
+                    "moderation: {moderator:?} muted {usr:?} for {seconds} s"
                 );
                 "mute"
             }
@@ -233,6 +245,11 @@ impl Metrics {
 
     pub(crate) fn pending_evicted(&self) {
         self.pending_evicted.inc();
+    }
+
+    /// Records when the certificate served now expires.
+    pub(crate) fn tls_cert_expires(&self, unix_secs: i64) {
+        self.tls_cert_expiry.set(unix_secs);
     }
 
     /// The Prometheus text exposition, with the history size and the

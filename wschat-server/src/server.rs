@@ -1,6 +1,7 @@
 //! The transport under the routes: the accept loop, each TCP connection's
-//! HTTP until it upgrades, and the slots that bound connections, upgraded
-//! (`--max-connections`) or not (README, HTTP endpoints).
+//! TLS handshake (with `--tls-cert`) and HTTP until it upgrades, and the
+//! slots that bound connections, upgraded (`--max-connections`) or not
+//! (README, HTTP endpoints).
 //!
 //! [`App`] is the state every connection shares; `http.rs` decides what
 //! each request gets.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
@@ -28,6 +30,7 @@ use crate::http;
 use crate::messages::Reads;
 use crate::metrics::Metrics;
 use crate::redis_log::Backplane;
+use crate::tls::Tls;
 
 /// Request heads larger than this get `431` (README, HTTP endpoints); hyper
 /// reads no more than this into a connection's buffer.
@@ -50,6 +53,8 @@ pub(crate) struct App {
     pub started: Instant,
     pub connections: AtomicUsize,
     pub pending: Pending,
+    /// The certificate and key, when serving HTTPS.
+    pub tls: Option<Arc<Tls>>,
     pub shutdown: watch::Receiver<bool>,
     pub _tasks: mpsc::Sender<()>,
 }
@@ -79,30 +84,83 @@ pub(crate) async fn accept(listener: TcpListener, app: Arc<App>) {
     }
 }
 
-/// Serves one TCP connection's HTTP until it upgrades, ends, times out
-/// (`--handshake-timeout`), makes room for a newer one or the server shuts
-/// down.
+/// Serves one TCP connection's TLS handshake, if any, and HTTP until it
+/// upgrades, ends, times out (`--handshake-timeout`, for the TLS and
+/// WebSocket handshakes together), makes room for a newer one or the
+/// server shuts down.
 async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending: PendingTicket) {
     let _ = tcp.set_nodelay(true);
     let limit = app.options.handshake_timeout();
     let mut stopped = app.shutdown.clone();
-    let service = {
-        let app = app.clone();
-        service_fn(move |req| http::handle(app.clone(), req, peer))
+    let served = async {
+        match &app.tls {
+            None => serve_http(app.clone(), tcp, peer).await,
+            Some(tls) => match opens_tls(&tcp).await {
+                Some(true) => match tls.acceptor().accept(tcp).await {
+                    Ok(stream) => serve_http(app.clone(), stream, peer).await,
+                    Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
+                },
+                Some(false) => refuse_plain_http(tcp, peer).await,
+                None => {}
+            },
+        }
     };
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .max_header_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(tcp), service)
-        .with_upgrades();
     tokio::select! {
-        served = timeout(limit, conn) => match served {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(%peer, error = %e, "http connection error"),
-            Err(_) => debug!(%peer, "handshake timeout"),
+        served = timeout(limit, served) => if served.is_err() {
+            debug!(%peer, "handshake timeout");
         },
         () = pending.evicted() => debug!(%peer, "closed to make room for a newer connection"),
         _ = requested(&mut stopped) => {}
+    }
+}
+
+/// Whether the client's first byte opens a TLS handshake record (22); a
+/// plain HTTP request starts with a letter. `None` if it closed first.
+async fn opens_tls(tcp: &TcpStream) -> Option<bool> {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1..) => Some(first[0] == TLS_HANDSHAKE_RECORD),
+        _ => None,
+    }
+}
+
+/// The content type of a TLS record that carries a handshake message.
+const TLS_HANDSHAKE_RECORD: u8 = 22;
+
+/// What a plain HTTP client on the TLS port gets (README, "TLS").
+const PLAIN_ON_TLS: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 50\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// (or wss://).\n";
+
+/// Answers a plain HTTP request on the TLS port with a `400` that says
+/// so, instead of TLS's alert, which no HTTP client can show. The request
+/// is read first and the connection drained after, so that closing it
+/// does not reset it under the answer.
+async fn refuse_plain_http(mut tcp: TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    debug!(%peer, "plain HTTP on the TLS port");
+    let mut buf = [0u8; 1024];
+    let _ = tcp.read(&mut buf).await;
+    if tcp.write_all(PLAIN_ON_TLS).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    while let Ok(1..) = tcp.read(&mut buf).await {}
+}
+
+/// Serves HTTP on `io` (TCP, or TLS over it) until the connection upgrades
+/// or ends.
+async fn serve_http<S>(app: Arc<App>, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| http::handle(app.clone(), req, peer));
+    let conn = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        debug!(%peer, error = %e, "http connection error");
     }
 }
 

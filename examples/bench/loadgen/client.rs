@@ -319,7 +319,7 @@ impl Writer {
 }
 
 /// A masked close frame with code 1000 (normal closure).
-fn close_frame() -> Vec<u8> {
+pub(crate) fn close_frame() -> Vec<u8> {
     let mut frame = Vec::with_capacity(8);
     encode(&mut frame, 0x8, &1000u16.to_be_bytes());
     frame

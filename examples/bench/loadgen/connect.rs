@@ -1,5 +1,7 @@
-//! `connect`: open and close connections as fast as possible.
+//! `connect`: open and close connections as fast as possible, over plain
+//! TCP or (`wss://` URLs, `--tls-ca`) TLS.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use crate::client::Target;
 use crate::procfs::CpuMeter;
 use crate::progress;
 use crate::report::{Report, round1};
+use crate::tls::TlsTarget;
 
 #[derive(Args, Clone, Debug)]
 pub struct ConnectArgs {
@@ -22,10 +25,39 @@ pub struct ConnectArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Connect over TLS to wss:// URLs, trusting the PEM certificate (or
+    /// authority) in FILE; each connection makes a full TLS handshake.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// How each connection is made.
+enum Dialer {
+    Plain(Target),
+    Tls(TlsTarget),
+}
+
+impl Dialer {
+    /// Opens one connection, upgrades it and closes it again.
+    async fn once(&self) -> Result<(), String> {
+        match self {
+            Dialer::Plain(target) => {
+                target.handshake().await?.close().await;
+                Ok(())
+            }
+            Dialer::Tls(target) => target.handshake_and_close().await,
+        }
+    }
 }
 
 pub async fn run(args: ConnectArgs) -> Result<Report, String> {
-    let target = Arc::new(Target::new(&args.common.url, &args.common.sources)?);
+    let target = Arc::new(match &args.tls_ca {
+        None => Dialer::Plain(Target::new(&args.common.url, &args.common.sources)?),
+        Some(_) if !args.common.sources.is_empty() => {
+            return Err("--sources is not supported with --tls-ca".into());
+        }
+        Some(ca) => Dialer::Tls(TlsTarget::new(&args.common.url, ca)?),
+    });
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let cpu = CpuMeter::start(args.common.pid);
@@ -38,11 +70,10 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         tasks.push(tokio::spawn(async move {
             let mut first_error = None;
             while Instant::now() < deadline {
-                match target.handshake().await {
-                    Ok(upgraded) => {
+                match target.once().await {
+                    Ok(()) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         progress::OPENED.fetch_add(1, Ordering::Relaxed);
-                        upgraded.close().await;
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -68,6 +99,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         |pct: f64| (handshakes > 0).then(|| round1(pct / 100.0 * secs * 1e6 / handshakes as f64));
     let mut report = Report::new("connect", args.common.json);
     report
+        .add("tls", args.tls_ca.is_some())
         .add("concurrency", args.concurrency)
         .add("handshakes", handshakes)
         .add("handshakes_per_s", round1(handshakes as f64 / secs))

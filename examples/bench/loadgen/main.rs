@@ -6,6 +6,7 @@
 //! wschat-loadgen fanout  --url ws://127.0.0.1:8080/ --listeners 1000 --duration 10
 //! wschat-loadgen idle    --url ws://127.0.0.1:8080/ --connections 10000 --pid $SERVER_PID
 //! wschat-loadgen connect --url ws://127.0.0.1:8080/ --concurrency 50 --duration 10
+//! wschat-loadgen connect --url wss://127.0.0.1:8443/ --tls-ca ca.pem
 //! wschat-loadgen archive --out big.jsonl --mib 1024
 //! wschat-loadgen catchup --url ws://127.0.0.1:8080/ --messages N --pid $SERVER_PID
 //! ```
@@ -28,6 +29,7 @@ mod idle;
 mod procfs;
 mod progress;
 mod report;
+mod tls;
 
 use std::net::IpAddr;
 use std::process::ExitCode;

@@ -87,6 +87,53 @@ async fn the_load_generator_measures_each_load() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_measures_tls_handshakes() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("wschat-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+
+    let addr = server(&[
+        "--tls-cert",
+        &path("cert.pem"),
+        "--tls-key",
+        &path("key.pem"),
+    ])
+    .await;
+    let url = format!("wss://{addr}/");
+    let pid = std::process::id().to_string();
+    let connect = loadgen(
+        "connect",
+        &["--url", &url, "--pid", &pid],
+        &[
+            "--tls-ca",
+            &path("ca.pem"),
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(connect["tls"], true, "{connect}");
+    assert!(connect["handshakes"].as_u64() > Some(0), "{connect}");
+    assert_eq!(connect["failed"], 0, "{connect}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_bare_relay_relays_what_the_load_generator_sends() {
     let mut relay = Killed(
         Command::new(env!("CARGO_BIN_EXE_bare-relay"))

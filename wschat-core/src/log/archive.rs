@@ -47,6 +47,7 @@ pub struct Archive {
     file: Mutex<File>,
     skipped: AtomicUsize,
     places: lines::Places,
+    places_before: lines::Places,
 }
 
 impl Archive {
@@ -67,6 +68,7 @@ impl Archive {
             file: Mutex::new(file),
             skipped: AtomicUsize::new(0),
             places: lines::Places::default(),
+            places_before: lines::Places::default(),
         };
         archive.terminate_torn_line()?;
         Ok(archive)
@@ -239,7 +241,12 @@ impl Log for Archive {
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
-        Ok(Some(lines::read_before(&self.path, before, limit)?))
+        Ok(Some(lines::read_before(
+            &self.path,
+            before,
+            limit,
+            &self.places_before,
+        )?))
     }
 
     fn scan(&self, each: &mut dyn FnMut(&str)) -> Result<(), LogError> {
@@ -250,6 +257,7 @@ impl Log for Archive {
         let fresh = open_append(&self.path)?;
         *self.lock() = fresh;
         self.places.clear();
+        self.places_before.clear();
         Ok(())
     }
 }

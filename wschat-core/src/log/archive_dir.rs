@@ -49,6 +49,8 @@ pub struct ArchiveDir {
     closed_torn_line: Option<PathBuf>,
     /// Where reads of the cursor's own day file ended.
     places: lines::Places,
+    /// Where reads back of the cursor's own day file started.
+    places_before: lines::Places,
 }
 
 /// A day file and the length to cut it back to.
@@ -89,6 +91,7 @@ impl ArchiveDir {
             writer: Mutex::new(Writer::default()),
             closed_torn_line: None,
             places: lines::Places::default(),
+            places_before: lines::Places::default(),
         };
         archive.closed_torn_line = archive.close_torn_line()?;
         let today = Utc::now().date_naive();
@@ -333,7 +336,14 @@ impl Log for ArchiveDir {
                 continue;
             }
             let path = self.path_of(day);
-            let page = lines::read_before(&path, before, limit - read).map_err(at(&path))?;
+            let unused = lines::Places::default();
+            let places = if last == Some(day) {
+                &self.places_before
+            } else {
+                &unused
+            };
+            let page =
+                lines::read_before(&path, before, limit - read, places).map_err(at(&path))?;
             read += page.len();
             pages.push(page);
         }

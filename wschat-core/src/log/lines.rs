@@ -100,26 +100,37 @@ pub(crate) fn read_after(
 }
 
 /// Up to `limit` messages with `tim` strictly before `before` (up to the
-/// end when `None`), oldest first: the last `limit` of them.
+/// end when `None`), oldest first: the last `limit` of them. `places`
+/// (not those of [`read_after`]) remembers where the oldest read starts,
+/// so that reading on backwards from it needs no search.
 pub(crate) fn read_before(
     path: &Path,
     before: Option<DateTime<Utc>>,
     limit: usize,
+    places: &Places,
 ) -> io::Result<Vec<Frame>> {
     let Some(file) = open(path)? else {
         return Ok(Vec::new());
     };
     let mut end = match before {
-        Some(before) => file.first_where(|tim| tim >= before)?,
+        Some(before) => match places.get(before).filter(|pos| *pos <= file.len) {
+            Some(pos) => pos,
+            None => file.first_where(|tim| tim >= before)?,
+        },
         None => file.len,
     };
     let mut frames = Vec::new();
+    let mut oldest = None;
     while end > 0 && frames.len() < limit {
         let start = file.line_start_before(end)?;
-        if let Some((line, _)) = file.line_at(start)? {
-            frames.extend(message(line));
+        if let Some(frame) = file.line_at(start)?.and_then(|(line, _)| message(line)) {
+            oldest = frame.tim().map(|tim| (tim, start));
+            frames.push(frame);
         }
         end = start;
+    }
+    if let Some((tim, start)) = oldest {
+        places.put(tim, start);
     }
     frames.reverse();
     Ok(frames)
@@ -333,14 +344,15 @@ mod tests {
         // One set of places for all the reads: a read after `i` finds the
         // place where the read after `i - 7` ended.
         let places = Places::default();
-        for i in 0..50 {
+        let back = Places::default();
+        for i in (0..50).rev() {
             assert_eq!(
                 msgs(&read_after(&path, at(i), 7, &places).unwrap()),
                 all[(i + 1).min(50)..(i + 8).min(50)].to_vec(),
                 "after {i}"
             );
             assert_eq!(
-                msgs(&read_before(&path, at(i), 7).unwrap()),
+                msgs(&read_before(&path, at(i), 7, &back).unwrap()),
                 all[i.saturating_sub(7)..i].to_vec(),
                 "before {i}"
             );
@@ -350,7 +362,7 @@ mod tests {
             all[..3].to_vec()
         );
         assert_eq!(
-            msgs(&read_before(&path, None, 3).unwrap()),
+            msgs(&read_before(&path, None, 3, &back).unwrap()),
             all[47..].to_vec()
         );
         assert!(read_after(&path, at(59), 3, &places).unwrap().is_empty());
@@ -395,7 +407,7 @@ mod tests {
         want.truncate(7);
         assert_eq!(got, want);
         assert_eq!(
-            msgs(&read_before(&path, None, 2).unwrap()),
+            msgs(&read_before(&path, None, 2, &Places::default()).unwrap()),
             messages(10)[8..].to_vec()
         );
         std::fs::remove_file(path).unwrap();
@@ -409,6 +421,10 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(read_before(&path, None, 3).unwrap().is_empty());
+        assert!(
+            read_before(&path, None, 3, &Places::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

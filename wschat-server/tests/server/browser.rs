@@ -53,6 +53,13 @@ impl Driver {
 
     /// A new headless browser session with its own profile.
     async fn browser(&self) -> Client {
+        self.browser_with(false).await
+    }
+
+    /// [`browser`](Self::browser), accepting any TLS certificate (the
+    /// tests' own authority is not among the browser's) with
+    /// `insecure_certs`.
+    async fn browser_with(&self, insecure_certs: bool) -> Client {
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
         let profile = std::env::temp_dir().join(format!(
             "wschat-chromium-{}-{}",
@@ -72,6 +79,9 @@ impl Driver {
                 ],
             }),
         );
+        if insecure_certs {
+            caps.insert("acceptInsecureCerts".into(), json!(true));
+        }
         ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&self.url)
@@ -120,7 +130,12 @@ async fn wait_until_within(within: Duration, browser: &Client, what: &str, scrip
 }
 
 async fn open_as(browser: &Client, addr: SocketAddr, name: &str) {
-    browser.goto(&format!("http://{addr}/")).await.unwrap();
+    open_url_as(browser, &format!("http://{addr}/"), name).await;
+}
+
+/// Opens the page at `url`, waits until it is connected and types `name`.
+async fn open_url_as(browser: &Client, url: &str, name: &str) {
+    browser.goto(url).await.unwrap();
     wait_until(
         browser,
         "connected",
@@ -527,6 +542,37 @@ async fn reconnecting_backs_off_until_a_connection_holds() {
         took < Duration::from_secs(3),
         "reconnected after {took:?}: the backoff was not reset"
     );
+    ann.close().await.unwrap();
+    server.stop().await;
+}
+
+/// README, "TLS": the page served over HTTPS connects with `wss://` to
+/// the same port, and chats.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_the_page_chats_over_wss() {
+    use crate::common::tls::{TestCa, files, wss_client};
+    let ca = TestCa::new();
+    let (_, cert, key) = files("browser");
+    ca.leaf((2031, 5, 17)).write(&cert, &key);
+    let server = TestServer::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let driver = Driver::start();
+    let ann = driver.browser_with(true).await;
+    open_url_as(&ann, &format!("https://{}/", server.addr), "ann").await;
+    let url = ann.execute("return ws.url;", vec![]).await.unwrap();
+    assert_eq!(url, json!(format!("wss://{}/", server.addr)));
+
+    let mut bob = wss_client(server.addr, ca.client_config()).await;
+    say(&ann, "over wss").await;
+    assert_eq!(bob.recv().await["msg"], "over wss");
+    bob.send(&common::chat("bob", "and back")).await;
+    wait_until(&ann, "bob's message at ann", &shown("and back")).await;
+    save_screenshot(&ann, "https.png").await;
     ann.close().await.unwrap();
     server.stop().await;
 }

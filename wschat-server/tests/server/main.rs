@@ -20,3 +20,4 @@ mod process;
 mod redis;
 mod resume;
 mod robustness;
+mod tls;

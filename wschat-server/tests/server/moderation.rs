@@ -473,6 +473,12 @@ async fn actions_are_counted_and_logged_without_the_token() {
     )
     .await;
     c.expect_error(&chat("ann", "again"), "muted").await;
+    // A name with a line break cannot forge a log line.
+    publish(
+        &mut c,
+        &action("mo", &mo, json!({"mute": "x\nFORGED by mo", "seconds": 0})),
+    )
+    .await;
     let (_, body) = common::http_get(addr.parse().unwrap(), "/metrics", &[]).await;
     for kind in ["retract", "mute"] {
         let series = format!("wschat_moderation_actions_total{{action=\"{kind}\"}} 1");
@@ -499,6 +505,10 @@ async fn actions_are_counted_and_logged_without_the_token() {
         .unwrap_or_else(|| panic!("no mute logged:\n{text}"));
     assert!(muted.contains("60"), "{muted}");
     assert!(!text.contains(&mo), "a token was logged:\n{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,10 +1,13 @@
 //! Test helpers: a real server on a free port, real WebSocket clients.
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -168,12 +171,13 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// A real WebSocket client.
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A real WebSocket client, over plain TCP unless `S` says otherwise (a
+/// TLS stream: [`tls::wss_client`]).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
 }
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
@@ -294,7 +298,8 @@ impl Log {
 }
 
 /// Starts the binary on a free port with `args`; returns it, the address
-/// its "listening" log line names, and its log. The caller stops it.
+/// its "listening" log line names (`http://` or `https://`), and its log.
+/// The caller stops it.
 pub fn spawn_binary(args: &[&str]) -> (std::process::Child, String, Log) {
     spawn_binary_logging(args, "info")
 }
@@ -344,7 +349,10 @@ pub fn spawn_binary_with_env(
             let _ = child.wait();
             panic!("the server printed no listening line:\n{}", log.text());
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let listening = ["listening on http://", "listening on https://"]
+            .iter()
+            .find_map(|prefix| line.split(prefix).nth(1));
+        if let Some(rest) = listening {
             let addr = rest.split('/').next().unwrap_or_default().to_owned();
             return (child, addr, log);
         }
