@@ -164,17 +164,22 @@ const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// Reads a regular file of at most [`MAX_PEM_FILE`] bytes (symbolic links
 /// followed, as certbot's `live/` names are). A FIFO would block the read
-/// forever and a device might never end, so neither is read.
+/// forever and a device might never end, so neither is read. The file is
+/// opened without blocking and its kind checked on the open file, not on
+/// the path: a path swapped for a FIFO between a check and the open would
+/// otherwise hang the open, and every reload after it.
 fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_PEM_FILE {
         return Err(Error::new(
             ErrorKind::InvalidData,
