@@ -232,7 +232,7 @@ impl Log for Archive {
             &self.path,
             after,
             limit,
-            &self.places,
+            Some(&self.places),
         )?))
     }
 
@@ -245,7 +245,7 @@ impl Log for Archive {
             &self.path,
             before,
             limit,
-            &self.places_before,
+            Some(&self.places_before),
         )?))
     }
 

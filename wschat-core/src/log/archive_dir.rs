@@ -300,12 +300,7 @@ impl Log for ArchiveDir {
             let path = self.path_of(day);
             // A place is an offset in the file of its `tim`'s day: only
             // that file's read may use one.
-            let unused = lines::Places::default();
-            let places = if first == Some(day) {
-                &self.places
-            } else {
-                &unused
-            };
+            let places = (first == Some(day)).then_some(&self.places);
             let page = lines::read_after(&path, after, limit - frames.len(), places);
             frames.extend(page.map_err(at(&path))?);
         }
@@ -336,12 +331,7 @@ impl Log for ArchiveDir {
                 continue;
             }
             let path = self.path_of(day);
-            let unused = lines::Places::default();
-            let places = if last == Some(day) {
-                &self.places_before
-            } else {
-                &unused
-            };
+            let places = (last == Some(day)).then_some(&self.places_before);
             let page =
                 lines::read_before(&path, before, limit - read, places).map_err(at(&path))?;
             read += page.len();

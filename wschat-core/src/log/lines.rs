@@ -66,19 +66,22 @@ impl Places {
 }
 
 /// Up to `limit` messages with `tim` strictly after `after` (from the
-/// start when `None`), oldest first. `places` remembers where the read
-/// ended, and tells where one ended before at `after`.
+/// start when `None`), oldest first. `places`, if given, remembers where
+/// the read ended, and tells where one ended before at `after`.
 pub(crate) fn read_after(
     path: &Path,
     after: Option<DateTime<Utc>>,
     limit: usize,
-    places: &Places,
+    places: Option<&Places>,
 ) -> io::Result<Vec<Frame>> {
     let Some(file) = open(path)? else {
         return Ok(Vec::new());
     };
     let start = match after {
-        Some(after) => match places.get(after).filter(|pos| *pos <= file.len) {
+        Some(after) => match places
+            .and_then(|p| p.get(after))
+            .filter(|pos| *pos <= file.len)
+        {
             Some(pos) => pos,
             None => file.first_where(|tim| tim > after)?,
         },
@@ -93,7 +96,7 @@ pub(crate) fn read_after(
         frames.extend(message(line));
         pos = end;
     }
-    if let Some(tim) = frames.last().and_then(Frame::tim) {
+    if let (Some(places), Some(tim)) = (places, frames.last().and_then(Frame::tim)) {
         places.put(tim, pos);
     }
     Ok(frames)
@@ -107,13 +110,16 @@ pub(crate) fn read_before(
     path: &Path,
     before: Option<DateTime<Utc>>,
     limit: usize,
-    places: &Places,
+    places: Option<&Places>,
 ) -> io::Result<Vec<Frame>> {
     let Some(file) = open(path)? else {
         return Ok(Vec::new());
     };
     let mut end = match before {
-        Some(before) => match places.get(before).filter(|pos| *pos <= file.len) {
+        Some(before) => match places
+            .and_then(|p| p.get(before))
+            .filter(|pos| *pos <= file.len)
+        {
             Some(pos) => pos,
             None => file.first_where(|tim| tim >= before)?,
         },
@@ -129,7 +135,7 @@ pub(crate) fn read_before(
         }
         end = start;
     }
-    if let Some((tim, start)) = oldest {
+    if let (Some(places), Some((tim, start))) = (places, oldest) {
         places.put(tim, start);
     }
     frames.reverse();
@@ -347,25 +353,29 @@ mod tests {
         let back = Places::default();
         for i in (0..50).rev() {
             assert_eq!(
-                msgs(&read_after(&path, at(i), 7, &places).unwrap()),
+                msgs(&read_after(&path, at(i), 7, Some(&places)).unwrap()),
                 all[(i + 1).min(50)..(i + 8).min(50)].to_vec(),
                 "after {i}"
             );
             assert_eq!(
-                msgs(&read_before(&path, at(i), 7, &back).unwrap()),
+                msgs(&read_before(&path, at(i), 7, Some(&back)).unwrap()),
                 all[i.saturating_sub(7)..i].to_vec(),
                 "before {i}"
             );
         }
         assert_eq!(
-            msgs(&read_after(&path, None, 3, &places).unwrap()),
+            msgs(&read_after(&path, None, 3, Some(&places)).unwrap()),
             all[..3].to_vec()
         );
         assert_eq!(
-            msgs(&read_before(&path, None, 3, &back).unwrap()),
+            msgs(&read_before(&path, None, 3, Some(&back)).unwrap()),
             all[47..].to_vec()
         );
-        assert!(read_after(&path, at(59), 3, &places).unwrap().is_empty());
+        assert!(
+            read_after(&path, at(59), 3, Some(&places))
+                .unwrap()
+                .is_empty()
+        );
         std::fs::remove_file(path).unwrap();
     }
 
@@ -377,7 +387,7 @@ mod tests {
         let mut got = Vec::new();
         let mut cursor = None;
         loop {
-            let page = read_after(&path, cursor, 6, &places).unwrap();
+            let page = read_after(&path, cursor, 6, Some(&places)).unwrap();
             let Some(last) = page.last() else { break };
             cursor = last.tim();
             got.extend(msgs(&page));
@@ -390,7 +400,7 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut file, all[20..].concat().as_bytes()).unwrap();
         assert_eq!(
-            msgs(&read_after(&path, cursor, 100, &places).unwrap()),
+            msgs(&read_after(&path, cursor, 100, Some(&places)).unwrap()),
             all[20..].to_vec()
         );
         std::fs::remove_file(path).unwrap();
@@ -402,12 +412,12 @@ mod tests {
         all.insert(4, "{\"usr\":\"a\",\"ms\n".to_owned());
         all.push("{\"usr\":\"a\",\"msg\":\"half".to_owned());
         let path = file_of("torn", &all);
-        let got = msgs(&read_after(&path, at(2), 100, &Places::default()).unwrap());
+        let got = msgs(&read_after(&path, at(2), 100, None).unwrap());
         let mut want = messages(10)[3..].to_vec();
         want.truncate(7);
         assert_eq!(got, want);
         assert_eq!(
-            msgs(&read_before(&path, None, 2, &Places::default()).unwrap()),
+            msgs(&read_before(&path, None, 2, None).unwrap()),
             messages(10)[8..].to_vec()
         );
         std::fs::remove_file(path).unwrap();
@@ -416,15 +426,7 @@ mod tests {
     #[test]
     fn a_missing_file_holds_nothing() {
         let path = std::env::temp_dir().join("wschat-lines-missing-nothing-here");
-        assert!(
-            read_after(&path, None, 3, &Places::default())
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            read_before(&path, None, 3, &Places::default())
-                .unwrap()
-                .is_empty()
-        );
+        assert!(read_after(&path, None, 3, None).unwrap().is_empty());
+        assert!(read_before(&path, None, 3, None).unwrap().is_empty());
     }
 }
