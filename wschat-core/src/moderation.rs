@@ -200,8 +200,19 @@ impl Retractions {
 }
 
 /// Muted names and when each mute ends, at most [`MAX_MUTES`].
+///
+/// Every decision costs time logarithmic in the names held, also when
+/// the bound is reached: an index by end finds the mutes that ended and
+/// the one that ends first without looking at the others, so reading
+/// back N actions at start costs O(N log N) however many names they
+/// mute.
 #[derive(Debug, Default)]
-pub(crate) struct Mutes(HashMap<String, Mute>);
+pub(crate) struct Mutes {
+    by_name: HashMap<String, Mute>,
+    /// The names by when their mute ends, lifted ones (`None`) first:
+    /// the same entries as `by_name`.
+    by_end: BTreeSet<(Option<DateTime<Utc>>, String)>,
+}
 
 /// The last decision about one name.
 #[derive(Debug, Clone, Copy)]
@@ -217,51 +228,62 @@ impl Mutes {
     /// later action already decided about that name: so actions read back
     /// from the log after later ones were applied (at start, while the
     /// archive is read) change nothing, and every instance and every
-    /// restart agree. Ended mutes are dropped once the bound is reached.
+    /// restart agree. Once the bound is reached, a new name first drops
+    /// the mutes ended (or lifted) by the action's `tim`, then, if none
+    /// had, the one ending first.
     pub fn apply(&mut self, acted: &Moderated) {
         let Action::Mute { usr, seconds } = &acted.action else {
             return;
         };
-        if self.0.get(usr).is_some_and(|m| m.decided >= acted.tim) {
-            return;
-        }
-        let now = acted.tim;
-        if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
-            self.0
-                .retain(|_, m| m.until.is_some_and(|until| until > now));
-        }
-        if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
-            let first = self
-                .0
-                .iter()
-                // A lifted one (`None`) sorts first.
-                .min_by_key(|(_, m)| m.until)
-                .map(|(usr, _)| usr.clone());
-            if let Some(first) = first {
-                self.0.remove(&first);
-            }
-        }
         let until = (*seconds > 0).then(|| acted.until(*seconds));
-        self.0.insert(
-            usr.clone(),
-            Mute {
-                decided: now,
-                until,
-            },
-        );
+        self.decide(usr, acted.tim, until);
+    }
+
+    /// Records a decision about `usr` taken at `decided`.
+    fn decide(&mut self, usr: &str, decided: DateTime<Utc>, until: Option<DateTime<Utc>>) {
+        match self.by_name.get(usr) {
+            Some(last) if last.decided >= decided => return,
+            Some(last) => {
+                let key = (last.until, usr.to_owned());
+                self.by_end.remove(&key);
+            }
+            None if self.by_name.len() >= MAX_MUTES => self.make_room(decided),
+            None => {}
+        }
+        self.by_name.insert(usr.to_owned(), Mute { decided, until });
+        self.by_end.insert((until, usr.to_owned()));
+    }
+
+    /// Drops what ended by `now`, or else the mute ending first. Each
+    /// name is dropped once, so this costs logarithmic time amortised.
+    fn make_room(&mut self, now: DateTime<Utc>) {
+        while let Some((until, _)) = self.by_end.first()
+            && until.is_none_or(|until| until <= now)
+        {
+            self.drop_first();
+        }
+        if self.by_name.len() >= MAX_MUTES {
+            self.drop_first();
+        }
+    }
+
+    fn drop_first(&mut self) {
+        if let Some((_, usr)) = self.by_end.pop_first() {
+            self.by_name.remove(&usr);
+        }
     }
 
     /// Whether nobody was ever muted (publishing needs no check).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.by_name.is_empty()
     }
 
     /// When `usr`'s mute ends, if it is muted at `now`.
     pub fn until(&self, usr: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.0.is_empty() {
+        if self.by_name.is_empty() {
             return None;
         }
-        self.0
+        self.by_name
             .get(usr)
             .and_then(|m| m.until)
             .filter(|until| *until > now)
@@ -404,14 +426,14 @@ mod tests {
                 &mut mutes,
             );
         }
-        assert_eq!(mutes.0.len(), MAX_MUTES);
+        assert_eq!(mutes.by_name.len(), MAX_MUTES);
         let later = format_tim(start + TimeDelta::seconds(MAX_MUTES as i64));
         apply(
             &acted(&later, mute("new", 3600)),
             &mut retractions,
             &mut mutes,
         );
-        assert_eq!(mutes.0.len(), MAX_MUTES);
+        assert_eq!(mutes.by_name.len(), MAX_MUTES);
         assert!(mutes.until("u0", start).is_none(), "the first to end went");
         assert!(
             mutes
@@ -424,7 +446,8 @@ mod tests {
             &mut retractions,
             &mut mutes,
         );
-        assert_eq!(mutes.0.len(), 1, "the ended ones are dropped");
+        assert_eq!(mutes.by_name.len(), 1, "the ended ones are dropped");
+        assert_eq!(mutes.by_end.len(), 1, "and their index entries");
     }
 
     #[test]
@@ -713,6 +736,76 @@ mod tests {
             .mint_moderator("sub", "mo", None)
             .unwrap();
         assert!(room::wait(&admin, &with(&admin_token)).is_ok());
+    }
+
+    /// How long a room started on the archive at `path` takes to read its
+    /// actions back.
+    fn rebuild_cost(path: &std::path::Path) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        let again = room::on_archive_again(path);
+        // A read waits for the actions to be read back (at most 10 s at
+        // a time).
+        while again.read(None, None, 1).is_err() {}
+        start.elapsed()
+    }
+
+    fn start_of_mutes() -> DateTime<Utc> {
+        at(T)
+    }
+
+    /// An archive of `n` mutes of distinct names, a millisecond apart.
+    fn archive_of_mutes(name: &str, n: usize) -> std::path::PathBuf {
+        let (_, path) = room::archive(name);
+        let start = start_of_mutes();
+        let lines: String = (0..n)
+            .map(|i| {
+                let tim = format_tim(start + TimeDelta::milliseconds(i as i64));
+                format!(
+                    r#"{{"usr":"mo","msg":"m","mod":{{"mute":"u{i}","seconds":3600}},"tim":"{tim}"}}"#
+                ) + "\n"
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    #[test]
+    fn reading_back_mutes_costs_time_quasilinear_in_their_number() {
+        // Up to the bound, and four times as many: past it every mute
+        // drops the one ending first. 4 times the actions must cost about
+        // 4 times the time (far more if each costs time in proportion to
+        // the names held); the bound of 10 leaves room for a busy machine.
+        let (small, large) = (
+            archive_of_mutes("scale-small", MAX_MUTES),
+            archive_of_mutes("scale-large", 4 * MAX_MUTES),
+        );
+        let (mut small_cost, mut large_cost) = (rebuild_cost(&small), rebuild_cost(&large));
+        // Again, interleaved, keeping the best, in case the machine was
+        // busy during one of them.
+        small_cost = small_cost.min(rebuild_cost(&small));
+        large_cost = large_cost.min(rebuild_cost(&large));
+        let ratio = large_cost.as_secs_f64() / small_cost.as_secs_f64().max(1e-9);
+        assert!(
+            ratio < 10.0,
+            "{small_cost:?} for {MAX_MUTES} mutes, {large_cost:?} for {}",
+            4 * MAX_MUTES
+        );
+        // The last mute read back is in force, the first was dropped.
+        let end = start_of_mutes() + TimeDelta::milliseconds(4 * MAX_MUTES as i64);
+        let again = Room::builder(room::config())
+            .log(room::archive_at(&large))
+            .clock(std::sync::Arc::new(crate::clock::ManualClock::new(end)))
+            .build()
+            .unwrap();
+        again.read(None, None, 1).unwrap();
+        let at_end = format!("u{}", 4 * MAX_MUTES - 1);
+        assert_eq!(
+            room::say(&again, &at_end, "hi").unwrap_err().code(),
+            "muted"
+        );
+        assert!(room::say(&again, "u0", "hi").is_ok());
+        std::fs::remove_file(small).unwrap();
+        std::fs::remove_file(large).unwrap();
     }
 
     #[test]
