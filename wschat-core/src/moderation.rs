@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 use crate::clock::{format_tim, parse_tim};
 use crate::error::PublishError;
@@ -205,13 +206,25 @@ impl Retractions {
 /// the bound is reached: an index by end finds the mutes that ended and
 /// the one that ends first without looking at the others, so reading
 /// back N actions at start costs O(N log N) however many names they
-/// mute.
+/// mute. A name is held as its digest ([`Name`]), so the bound bounds
+/// memory too, whatever the names' length.
 #[derive(Debug, Default)]
 pub(crate) struct Mutes {
-    by_name: HashMap<String, Mute>,
+    by_name: HashMap<Name, Mute>,
     /// The names by when their mute ends, lifted ones (`None`) first:
     /// the same entries as `by_name`.
-    by_end: BTreeSet<(Option<DateTime<Utc>>, String)>,
+    by_end: BTreeSet<(Option<DateTime<Utc>>, Name)>,
+}
+
+/// A muted name as held: its SHA-256 digest. `usr` has no length limit
+/// of its own (a message's size limits it), and a shorter limit on mute
+/// names would leave longer names unmutable; 32 bytes a name keeps
+/// [`MAX_MUTES`] names in about a megabyte, and no one can find another
+/// name with the same digest.
+type Name = [u8; 32];
+
+fn name(usr: &str) -> Name {
+    Sha256::digest(usr.as_bytes()).into()
 }
 
 /// The last decision about one name.
@@ -241,17 +254,17 @@ impl Mutes {
 
     /// Records a decision about `usr` taken at `decided`.
     fn decide(&mut self, usr: &str, decided: DateTime<Utc>, until: Option<DateTime<Utc>>) {
-        match self.by_name.get(usr) {
+        let usr = name(usr);
+        match self.by_name.get(&usr) {
             Some(last) if last.decided >= decided => return,
             Some(last) => {
-                let key = (last.until, usr.to_owned());
-                self.by_end.remove(&key);
+                self.by_end.remove(&(last.until, usr));
             }
             None if self.by_name.len() >= MAX_MUTES => self.make_room(decided),
             None => {}
         }
-        self.by_name.insert(usr.to_owned(), Mute { decided, until });
-        self.by_end.insert((until, usr.to_owned()));
+        self.by_name.insert(usr, Mute { decided, until });
+        self.by_end.insert((until, usr));
     }
 
     /// Drops what ended by `now`, or else the mute ending first. Each
@@ -284,7 +297,7 @@ impl Mutes {
             return None;
         }
         self.by_name
-            .get(usr)
+            .get(&name(usr))
             .and_then(|m| m.until)
             .filter(|until| *until > now)
     }
