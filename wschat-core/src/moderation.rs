@@ -198,6 +198,11 @@ impl Retractions {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The retracted `tim`s, oldest first.
+    pub fn into_tims(self) -> impl Iterator<Item = DateTime<Utc>> {
+        self.0.into_iter()
+    }
 }
 
 /// Muted names and when each mute ends, at most [`MAX_MUTES`].
@@ -227,6 +232,13 @@ fn name(usr: &str) -> Name {
     Sha256::digest(usr.as_bytes()).into()
 }
 
+/// One name's last decision, read back from a log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    name: Name,
+    mute: Mute,
+}
+
 /// The last decision about one name.
 #[derive(Debug, Clone, Copy)]
 struct Mute {
@@ -249,12 +261,31 @@ impl Mutes {
             return;
         };
         let until = (*seconds > 0).then(|| acted.until(*seconds));
-        self.decide(usr, acted.tim, until);
+        self.decide(name(usr), acted.tim, until);
     }
 
-    /// Records a decision about `usr` taken at `decided`.
-    fn decide(&mut self, usr: &str, decided: DateTime<Utc>, until: Option<DateTime<Utc>>) {
-        let usr = name(usr);
+    /// Applies decisions read back from a log ([`Mutes::into_decisions`])
+    /// under the same rule: a later decision about a name wins.
+    pub fn merge(&mut self, decisions: &[Decision]) {
+        for d in decisions {
+            self.decide(d.name, d.mute.decided, d.mute.until);
+        }
+    }
+
+    /// Every decision held, oldest first: the order they were taken in,
+    /// so merging them drops what [`apply`](Self::apply) would have.
+    pub fn into_decisions(self) -> Vec<Decision> {
+        let mut decisions: Vec<Decision> = self
+            .by_name
+            .into_iter()
+            .map(|(name, mute)| Decision { name, mute })
+            .collect();
+        decisions.sort_unstable_by_key(|d| d.mute.decided);
+        decisions
+    }
+
+    /// Records a decision about the name `usr` taken at `decided`.
+    fn decide(&mut self, usr: Name, decided: DateTime<Utc>, until: Option<DateTime<Utc>>) {
         match self.by_name.get(&usr) {
             Some(last) if last.decided >= decided => return,
             Some(last) => {
@@ -311,25 +342,37 @@ pub(crate) fn apply(acted: &Moderated, retractions: &mut Retractions, mutes: &mu
     }
 }
 
-/// The actions a room's logs hold, gathered at start from each log in
-/// turn and applied once, in `tim` order: logs that overlap (an archive
-/// and the Redis stream it copies) give each action once.
+/// What the actions in one log decide, read back at start a line at a
+/// time: the latest [`MAX_RETRACTIONS`] retractions and the latest
+/// decision about each of at most [`MAX_MUTES`] names, by the same rules
+/// as the room's own state. So reading back holds no more than the room
+/// does, however many actions the log holds. A log is read in its order
+/// (`tim` order); logs that overlap (an archive and the Redis stream it
+/// copies) give the same decisions, which merging takes once.
 #[derive(Debug, Default)]
-pub(crate) struct Rebuild(Vec<Moderated>);
+pub(crate) struct Rebuild {
+    retractions: Retractions,
+    mutes: Mutes,
+}
 
 impl Rebuild {
-    /// Keeps the action `line` (a message as stored) carries, if any.
+    /// Applies the action `line` (a message as stored) carries, if any.
     pub fn line(&mut self, line: &str) {
-        if line.contains("\"mod\":") {
-            self.0.extend(Moderated::of(&Frame::from(line.to_owned())));
+        if line.contains("\"mod\":")
+            && let Some(acted) = Moderated::of(&Frame::from(line.to_owned()))
+        {
+            self.apply(&acted);
         }
     }
 
-    /// The actions gathered, oldest first, each once.
-    pub fn finish(mut self) -> Vec<Moderated> {
-        self.0.sort_by_key(|m| m.tim);
-        self.0.dedup_by_key(|m| m.tim);
-        self.0
+    /// Applies one action.
+    pub fn apply(&mut self, acted: &Moderated) {
+        apply(acted, &mut self.retractions, &mut self.mutes);
+    }
+
+    /// What the actions decided.
+    pub fn into_parts(self) -> (Retractions, Mutes) {
+        (self.retractions, self.mutes)
     }
 }
 
@@ -489,16 +532,20 @@ mod tests {
         }
         rebuild.line(r#"{"usr":"a","msg":"not an action","tim":"2020-08-11T22:20:00Z"}"#);
         rebuild.line(r#"{"usr":"a","msg":"m","mod":"malformed","tim":"2020-08-11T22:20:00Z"}"#);
-        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        let actions = rebuild.finish();
-        assert_eq!(actions.len(), 2);
-        for acted in &actions {
-            apply(acted, &mut retractions, &mut mutes);
-        }
+        let (mut retractions, read_back) = rebuild.into_parts();
+        assert!(retractions.is_empty());
+        let decisions = read_back.into_decisions();
+        assert_eq!(decisions.len(), 1, "one decision about one name");
+        let mut mutes = Mutes::default();
+        mutes.merge(&decisions);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
         // Read back after a later action was applied: changes nothing.
-        apply(&actions[0], &mut retractions, &mut mutes);
+        let earlier = Moderated::of(&Frame::from(on)).unwrap();
+        apply(&earlier, &mut retractions, &mut mutes);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
+        // Nor does the whole log read again.
+        mutes.merge(&decisions);
+        assert_eq!(mutes.until("spam", at("2020-08-11T21:15:00Z")), None);
     }
 
     /// Rooms, their frames and their moderator, for the tests of how a

@@ -27,7 +27,7 @@ use crate::frame::Frame;
 use crate::jwt::Jwt;
 use crate::log::{Log, MemoryLog, SharedLog};
 use crate::message::Message;
-use crate::moderation::{self, Action, Mutes, Rebuild, Retractions};
+use crate::moderation::{self, Action, Rebuild};
 use crate::rate::TokenBucket;
 
 use commit::{Engine, State, lock};
@@ -157,10 +157,7 @@ impl RoomBuilder {
         for frame in &recent {
             in_history.line(frame.as_str());
         }
-        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        for acted in in_history.finish() {
-            moderation::apply(&acted, &mut retractions, &mut mutes);
-        }
+        let (retractions, mutes) = in_history.into_parts();
         let state = State::new(config.send_queue, config.history, recent, retractions);
         let engine = Engine::start(self.clock, self.log, self.shared_log, state, mutes);
         if self.rebuild {
