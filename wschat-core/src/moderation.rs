@@ -136,7 +136,7 @@ pub struct Moderated {
 
 impl Moderated {
     /// The action a relayed message carries, if it is one (a message with
-    /// a valid `mod` object and a `tim`).
+    /// a valid `mod` object and a `tim`, retracting no later `tim`).
     pub fn of(frame: &Frame) -> Option<Moderated> {
         // Relayed messages are rendered with their keys escaped the one
         // way serde_json does, so a message with a `mod` field holds this
@@ -146,9 +146,18 @@ impl Moderated {
         }
         let message = Message::parse(frame.as_str()).ok()?;
         let action = Action::from_raw(message.field("mod")?).ok()?;
+        let tim = frame.tim()?;
+        // No message comes after the action that names it: such a
+        // retraction (refused when published, but an archive may hold
+        // one) is none, and cannot push real ones out of the bound.
+        if let Action::Retract { tim: named } = action
+            && named > tim
+        {
+            return None;
+        }
         Some(Moderated {
             moderator: message.usr().to_owned(),
-            tim: frame.tim()?,
+            tim,
             action,
         })
     }
@@ -866,6 +875,41 @@ mod tests {
         assert!(room::say(&again, "u0", "hi").is_ok());
         std::fs::remove_file(small).unwrap();
         std::fs::remove_file(large).unwrap();
+    }
+
+    #[test]
+    fn a_retraction_of_a_time_after_every_message_is_refused_and_ignored() {
+        let clock = room::manual("2020-08-11T22:00:00Z");
+        let (room, path) = room::on_archive("future", clock.clone());
+        let sent = room::say(&room, "ann", "real").unwrap();
+        let err = room::act(&room, r#"{"retract":"2020-08-11T22:00:01Z"}"#).unwrap_err();
+        assert_eq!(err.code(), "invalid_message");
+        assert!(err.to_string().contains("later than"), "{err}");
+        let retracted = room::retract(&room, &sent);
+        drop(room);
+        // An archive (forged, or written before such retractions were
+        // refused) holding as many retractions of later times as are
+        // kept: they must not push the real one out.
+        let start = at("2020-08-11T23:00:00Z");
+        let lines: String = (0..MAX_RETRACTIONS as i64)
+            .map(|i| {
+                let own = format_tim(start + TimeDelta::microseconds(i));
+                let later = format_tim(start + TimeDelta::days(1) + TimeDelta::microseconds(i));
+                format!(r#"{{"usr":"mo","msg":"m","mod":{{"retract":"{later}"}},"tim":"{own}"}}"#)
+                    + "\n"
+            })
+            .collect();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, lines.as_bytes()).unwrap();
+        let again = room::on_archive_again(&path);
+        let read = again.read(None, None, 3).unwrap();
+        assert!(!read.contains(&sent), "{read:?}");
+        let all = again.read(None, Some(start), 10).unwrap();
+        assert_eq!(all, [retracted], "the real retraction holds");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

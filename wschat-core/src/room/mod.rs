@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, format_tim};
 use crate::error::{LogError, PublishError};
 use crate::frame::Frame;
 use crate::jwt::Jwt;
@@ -321,7 +321,14 @@ impl Room {
                     "only a moderator's token may send \"mod\"".into(),
                 ));
             }
-            Action::from_raw(action)?;
+            if let Action::Retract { tim } = Action::from_raw(action)?
+                && tim > self.shared.engine.latest_tim()
+            {
+                return Err(PublishError::InvalidMessage(format!(
+                    "\"mod\": \"retract\" names {}, later than every message",
+                    format_tim(tim)
+                )));
+            }
         }
         if let Some(until) = self.shared.engine.muted_until(message.usr()) {
             return Err(moderation::muted(message.usr(), until));

@@ -451,6 +451,25 @@ async fn malformed_actions_are_invalid_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retraction_of_a_time_after_every_message_is_refused() {
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-optional"]).await;
+    let mut c = server.client().await;
+    let mut listener = server.client().await;
+    let sent = publish(&mut c, &chat("ann", "real")).await;
+    listener.recv().await;
+    c.send(&retract("2999-01-01T00:00:00Z")).await;
+    let err = c.recv().await;
+    assert_eq!(err["err"], "invalid_message", "{err}");
+    let detail = err["detail"].as_str().unwrap();
+    assert!(detail.contains("later than every message"), "{err}");
+    listener.expect_silence(200).await;
+    // A message's own `tim` still retracts it.
+    let action = publish(&mut c, &retract(sent["tim"].as_str().unwrap())).await;
+    assert_eq!(listener.recv().await, action);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn actions_are_counted_and_logged_without_the_token() {
     let (mut child, addr, log) = spawn_binary(&["--jwt-secret", SECRET, "--jwt-optional"]);
     let (_, body) = common::http_get(addr.parse().unwrap(), "/metrics", &[]).await;
