@@ -913,6 +913,27 @@ mod tests {
     }
 
     #[test]
+    fn a_muted_moderator_still_moderates_but_says_nothing_else() {
+        use crate::jwt::{Jwt, JwtConfig};
+        let room = Room::new(room::config());
+        room::act(&room, r#"{"mute":"mo","seconds":3600}"#).unwrap();
+        assert_eq!(room::say(&room, "mo", "hi").unwrap_err().code(), "muted");
+        let token = Jwt::new(JwtConfig::new(room::SECRET))
+            .mint_moderator("sub", "mo", None)
+            .unwrap();
+        let with_token = format!(r#"{{"usr":"mo","msg":"hi","jwt":"{token}"}}"#);
+        assert_eq!(
+            room::wait(&room, &with_token).unwrap_err().code(),
+            "muted",
+            "a moderator's token does not lift the mute"
+        );
+        let sent = room::say(&room, "ann", "hi").unwrap();
+        room::retract(&room, &sent);
+        room::act(&room, r#"{"mute":"mo","seconds":0}"#).unwrap();
+        assert!(room::say(&room, "mo", "free").is_ok());
+    }
+
+    #[test]
     fn only_messages_with_a_valid_mod_object_are_actions() {
         let frame = |text: &str| Frame::from(text.to_owned());
         for text in [

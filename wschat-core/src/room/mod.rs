@@ -302,7 +302,7 @@ impl Room {
 
     /// Parses and authorizes a frame: its token, a moderation action
     /// (only a moderator's, and well-formed: README, "Moderation"), and
-    /// whether its `usr` is muted.
+    /// whether its `usr` is muted (actions are not refused by a mute).
     fn check<'a>(&self, frame: &'a str) -> Result<Message<'a>, PublishError> {
         let message = Message::parse(frame)?;
         let claims = match &self.shared.jwt {
@@ -329,6 +329,10 @@ impl Room {
                     format_tim(tim)
                 )));
             }
+            // A moderator is trusted with actions even while muted (a
+            // mute of their name, or of a shared one, must not stop them
+            // lifting it); the mute holds for their other messages.
+            return Ok(message);
         }
         if let Some(until) = self.shared.engine.muted_until(message.usr()) {
             return Err(moderation::muted(message.usr(), until));
