@@ -24,6 +24,7 @@ use wschat_core::{
     CatchUp, Frame, LogError, Member, Moderated, Publish, PublishError, RecvError, Step,
 };
 
+use crate::config::Limits;
 use crate::counted::Counted;
 use crate::messages::{fitting, largest_relayed};
 use crate::metrics::Metrics;
@@ -41,15 +42,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// still writing, a few socket buffers' worth), and reading it costs well
 /// under a millisecond; a client that sends more is cut off at once.
 const CLOSE_LINGER_BYTES: usize = 1 << 20;
-
-/// Per-connection settings taken from the options.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    /// `--max-message-bytes`: what sizes a catch-up page.
-    pub max_message_bytes: usize,
-}
 
 /// How many of one connection's messages may await their commit at once
 /// (a slow disk, a Redis round trip) before the connection stops reading
