@@ -2,18 +2,12 @@
 //! environment variable and default, and the `token` subcommand.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wschat_core::{JwtAlg, JwtConfig, RateLimit, RoomConfig};
+use wschat_core::{JwtAlg, RoomConfig};
 
-use crate::error::TlsError;
-
-/// Below this many bytes a JWT secret is warned about at start: HS256's
-/// key should be at least as long as its 32-byte hash (RFC 7518, 3.2),
-/// and a short one can be guessed offline from any token.
-pub const MIN_SECRET_BYTES: usize = 32;
+use crate::config::Config;
 
 // The topics `--help` groups the options under.
 const NETWORK: &str = "Network";
@@ -78,7 +72,7 @@ pub struct Options {
         help_heading = NETWORK,
         long,
         env = "WSCHAT_LISTEN",
-        default_value = "127.0.0.1:8080",
+        default_value_t = Config::DEFAULT_LISTEN,
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
@@ -99,7 +93,7 @@ pub struct Options {
     /// The token algorithm: HS256, HS384 or HS512 with a secret; RS256,
     /// RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA with a
     /// public key or key set.
-    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_ALG", default_value = "HS256", global = true)]
+    #[arg(help_heading = TOKENS, long, env = "WSCHAT_JWT_ALG", default_value_t = JwtAlg::default(), global = true)]
     pub jwt_alg: JwtAlg,
 
     /// Verify tokens with this PEM public key (RSA, EC P-256 or P-384, or
@@ -151,7 +145,7 @@ pub struct Options {
         help_heading = TOKENS,
         long,
         env = "WSCHAT_JWT_MOD_CLAIM",
-        default_value = "mod",
+        default_value = Config::DEFAULT_MOD_CLAIM,
         value_name = "NAME",
         global = true
     )]
@@ -181,7 +175,7 @@ pub struct Options {
         help_heading = CLUSTER,
         long,
         env = "WSCHAT_REDIS_KEY",
-        default_value = "wschat",
+        default_value = Config::DEFAULT_REDIS_KEY,
         value_name = "NAME"
     )]
     pub redis_key: String,
@@ -195,7 +189,7 @@ pub struct Options {
         help_heading = LIMITS,
         long,
         env = "WSCHAT_MAX_MESSAGE_BYTES",
-        default_value_t = 65536,
+        default_value_t = Config::DEFAULT_MAX_MESSAGE_BYTES,
         value_name = "N"
     )]
     pub max_message_bytes: usize,
@@ -205,7 +199,7 @@ pub struct Options {
         help_heading = LIMITS,
         long,
         env = "WSCHAT_MAX_CONNECTIONS",
-        default_value_t = 10000,
+        default_value_t = Config::DEFAULT_MAX_CONNECTIONS,
         value_name = "N"
     )]
     pub max_connections: usize,
@@ -225,17 +219,17 @@ pub struct Options {
     pub send_queue: u32,
 
     /// Seconds between pings to an idle client.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_PING_INTERVAL", default_value_t = 30, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_PING_INTERVAL", default_value_t = Config::DEFAULT_PING_INTERVAL, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval: u64,
 
     /// Seconds without any frame from a client before it is closed.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = 60, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = Config::DEFAULT_IDLE_TIMEOUT, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
 
     /// Seconds a TCP connection has to finish its upgrade.
-    #[arg(help_heading = LIMITS, long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = 10, value_name = "S",
+    #[arg(help_heading = LIMITS, long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = Config::DEFAULT_HANDSHAKE_TIMEOUT, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout: u64,
 
@@ -270,117 +264,11 @@ impl Options {
         let argv = std::iter::once("wschat-server".into()).chain(args.into_iter().map(Into::into));
         Cli::try_parse_from(argv).map(|cli| cli.options)
     }
-
-    /// Refuses options that must not run (README, Security): an empty JWT
-    /// secret, which is what an unset variable in a compose file gives,
-    /// would let anyone sign tokens. The message is one line and never
-    /// holds the secret.
-    pub fn check(&self) -> Result<(), String> {
-        if self.jwt_secret.as_deref() == Some("") {
-            return Err(
-                "JWT_SECRET (--jwt-secret) is empty, and an empty key lets anyone \
-                        sign tokens: give it a secret, or unset it to run without JWT mode"
-                    .to_owned(),
-            );
-        }
-        self.tls_files().map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    /// The TLS certificate and key files: both or neither (README, "TLS").
-    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, TlsError> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some((cert, key))),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err(TlsError::Half {
-                given: "--tls-cert",
-                missing: "--tls-key",
-            }),
-            (None, Some(_)) => Err(TlsError::Half {
-                given: "--tls-key",
-                missing: "--tls-cert",
-            }),
-        }
-    }
-
-    /// The JWT secret's length in bytes when it is shorter than
-    /// [`MIN_SECRET_BYTES`]: the server starts, with a warning.
-    pub fn short_secret(&self) -> Option<usize> {
-        let len = self.jwt_secret.as_ref()?.len();
-        (len < MIN_SECRET_BYTES).then_some(len)
-    }
-
-    /// The token rules for a shared secret, if one is set. Rules for a
-    /// public key or key set need files and the network:
-    /// [`keys::load`](crate::keys::load) reads them.
-    pub fn jwt(&self) -> Option<JwtConfig> {
-        self.jwt_secret.as_ref().map(|secret| {
-            crate::keys::rules(self, JwtConfig::new(secret.as_bytes()).alg(self.jwt_alg))
-        })
-    }
-
-    /// Whether publishing is gated by tokens (a secret, key or key set).
-    pub fn jwt_enabled(&self) -> bool {
-        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some()
-    }
-
-    /// The room these options describe, with the shared secret's token
-    /// rules; `run` puts in those of a public key or key set.
-    pub fn room_config(&self) -> RoomConfig {
-        RoomConfig::default()
-            .history(self.history)
-            .send_queue(self.send_queue as usize)
-            .rate_limit(RateLimit::new(self.rate, self.burst))
-            .jwt(self.jwt())
-    }
-
-    /// The most memory the room's messages can take: each as large as
-    /// `--max-message-bytes`, in a full ring (`--send-queue`, rounded up to
-    /// a power of two as the ring is) or a full history, whichever holds
-    /// more (the two share each message, so it is held once).
-    pub fn worst_case_message_bytes(&self) -> u64 {
-        let ring = u64::from(self.send_queue).next_power_of_two();
-        let held = ring.max(self.history as u64);
-        held.saturating_mul(self.max_message_bytes as u64)
-    }
-
-    pub(crate) fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval)
-    }
-
-    pub(crate) fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout)
-    }
-
-    pub(crate) fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.handshake_timeout)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn defaults_match_the_readme() {
-        let o = Options::from_args(Vec::<String>::new()).unwrap();
-        assert_eq!(o.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            (o.history, o.max_message_bytes, o.max_connections),
-            (0, 65536, 10000)
-        );
-        assert_eq!((o.rate, o.burst, o.send_queue), (20.0, 40, 1024));
-        assert_eq!(
-            (o.ping_interval, o.idle_timeout, o.handshake_timeout),
-            (30, 60, 10)
-        );
-        assert_eq!(o.jwt_alg, JwtAlg::Hs256);
-        assert!(o.jwt_secret.is_none() && o.allowed_origin.is_empty());
-        assert!(o.jwt_public_key.is_none() && o.jwks.is_none() && !o.jwt_optional);
-        assert!(o.jwt_issuer.is_none() && o.jwt_audience.is_none() && !o.jwt_enabled());
-        assert!(o.tls_cert.is_none() && o.tls_key.is_none());
-        assert_eq!(o.jwt_mod_claim, "mod");
-    }
 
     #[test]
     fn rejects_bad_values() {
@@ -393,17 +281,6 @@ mod tests {
         ] {
             assert!(Options::from_args(args).is_err(), "{args:?}");
         }
-    }
-
-    #[test]
-    fn tls_takes_both_files_or_neither() {
-        let check = |args: &[&str]| Options::from_args(args).unwrap().check();
-        assert!(check(&[]).is_ok());
-        assert!(check(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
-        let one = check(&["--tls-cert", "c.pem"]).unwrap_err();
-        assert!(one.starts_with("--tls-cert needs --tls-key"), "{one}");
-        let other = check(&["--tls-key", "k.pem"]).unwrap_err();
-        assert!(other.starts_with("--tls-key needs --tls-cert"), "{other}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use wschat_core::{
     CatchUp, Frame, LogError, Member, Moderated, Publish, PublishError, RecvError, Step,
 };
 
+use crate::config::Limits;
 use crate::counted::Counted;
 use crate::messages::{fitting, largest_relayed};
 use crate::metrics::Metrics;
@@ -43,15 +44,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// still writing, a few socket buffers' worth), and reading it costs well
 /// under a millisecond; a client that sends more is cut off at once.
 const CLOSE_LINGER_BYTES: usize = 1 << 20;
-
-/// Per-connection settings taken from the options.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    /// `--max-message-bytes`: what sizes a catch-up page.
-    pub max_message_bytes: usize,
-}
 
 /// How many of one connection's messages may await their commit at once
 /// (a slow disk, a Redis round trip) before the connection stops reading
@@ -290,7 +282,7 @@ where
     // just move `last_seen`), for the next ping or the idle deadline.
     let mut last_seen = Instant::now();
     let mut pinged = false;
-    let keepalive = tokio::time::sleep_until(last_seen + open.slot.app.limits.ping_interval);
+    let keepalive = tokio::time::sleep_until(last_seen + open.slot.app.config.limits.ping_interval);
     tokio::pin!(keepalive);
     // Publishes awaiting their commit, answered in order.
     let mut in_flight = InFlight::default();
@@ -308,7 +300,7 @@ where
                 () = &mut keepalive => Event::Keepalive,
             };
             let metrics = &*open.slot.app.metrics;
-            let idle_at = last_seen + open.slot.app.limits.idle_timeout;
+            let idle_at = last_seen + open.slot.app.config.limits.idle_timeout;
             match event {
                 Event::Delivery(Ok(frame)) => Box::pin(write_queued(
                     &mut open.ws,
@@ -379,7 +371,7 @@ where
                     match reply {
                         // `last_seen` is now: the idle deadline moved.
                         Some(err) => {
-                            let idle_at = last_seen + open.slot.app.limits.idle_timeout;
+                            let idle_at = last_seen + open.slot.app.config.limits.idle_timeout;
                             reject(&mut open.ws, &open.member, metrics, err, idle_at)
                         }
                         None => continue,
@@ -390,15 +382,16 @@ where
                     if now >= idle_at {
                         return idle_close();
                     }
-                    let ping = !pinged && now >= last_seen + open.slot.app.limits.ping_interval;
+                    let ping =
+                        !pinged && now >= last_seen + open.slot.app.config.limits.ping_interval;
                     pinged |= ping;
                     // Nothing is read while the ping is written, so
                     // `last_seen` cannot move meanwhile: the timer is
                     // re-armed for the same instant as after the write.
                     let next = if pinged {
-                        open.slot.app.limits.idle_timeout
+                        open.slot.app.config.limits.idle_timeout
                     } else {
-                        open.slot.app.limits.ping_interval
+                        open.slot.app.config.limits.ping_interval
                     };
                     keepalive.as_mut().reset(last_seen + next);
                     if !ping {

@@ -12,6 +12,9 @@ use wschat_core::{JwtAlg, LogError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The configuration must not run.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
@@ -27,6 +30,29 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+/// A configuration that must not run, found before anything is opened
+/// (README, "Command line" and "Security").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The command line does not parse; its message is clap's, with usage.
+    #[error(transparent)]
+    CommandLine(#[from] Box<clap::Error>),
+    /// An empty JWT secret, which is what an unset variable in a compose
+    /// file gives, would let anyone sign tokens.
+    #[error(
+        "JWT_SECRET (--jwt-secret) is empty, and an empty key lets anyone sign tokens: \
+         give it a secret, or unset it to run without JWT mode"
+    )]
+    EmptySecret,
+    /// Half a TLS pair.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A key and an algorithm that do not go together.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
 }
 
 /// Why the Redis backplane could not start.

@@ -75,10 +75,10 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Respo
                 "connections": app.connections.load(Ordering::Relaxed),
                 "pending": app.pending.len(),
                 "uptime_s": app.started.elapsed().as_secs(),
-                "jwt": app.options.jwt_enabled(),
+                "jwt": app.config.tokens.enabled(),
                 // The page shows moderation controls to a token with it.
-                "mod_claim": app.options.jwt_enabled().then_some(&app.options.jwt_mod_claim),
-                "history": app.options.history,
+                "mod_claim": app.config.tokens.enabled().then_some(&app.config.tokens.mod_claim),
+                "history": app.config.history,
                 "backplane": match &app.backplane {
                     None => "none",
                     Some(b) if b.is_up() => "up",
@@ -171,7 +171,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Respo
         Ok(since) => since,
         Err(detail) => return bad_request(&detail),
     };
-    if !origin_allowed(&app.options.allowed_origin, headers.get(header::ORIGIN)) {
+    if !origin_allowed(&app.config.allowed_origins, headers.get(header::ORIGIN)) {
         debug!(%peer, "upgrade refused: origin not allowed");
         return status(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
@@ -344,7 +344,7 @@ where
     )
     .await;
     info!(%peer, "connection opened");
-    match connection::join(&mut ws, start, &app.limits, &app.metrics).await {
+    match connection::join(&mut ws, start, &app.config.limits, &app.metrics).await {
         Ok(member) => Some(Open {
             ws,
             member,

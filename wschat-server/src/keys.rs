@@ -10,14 +10,14 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use wschat_core::{JwtConfig, JwtKeys};
 
-use crate::Options;
+use crate::config::{self, KeySource};
 use crate::error::KeysError;
 use crate::jwks::{self, Fetcher};
 
-/// The token rules the options describe, and the task that keeps a key set
+/// The token rules the configuration describes, and the task that keeps a key set
 /// from a URL fresh (abort it to stop).
 #[derive(Debug)]
-pub struct Tokens {
+pub struct Loaded {
     /// The rules; `None` when publishing needs no token.
     pub config: Option<JwtConfig>,
     /// Fetches a URL's key set again now and then, while it lives.
@@ -34,44 +34,33 @@ impl Drop for Refresher {
     }
 }
 
-/// Reads the key the options name (fetching a key set URL once) and checks
-/// it fits `--jwt-alg`.
-pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
-    let alg = options.jwt_alg;
-    let keyed = options.jwt_public_key.is_some() || options.jwks.is_some();
-    if !keyed {
-        if !alg.is_hmac() {
-            return Err(KeysError::NoPublicKey(alg));
+/// Reads the key `tokens` names (fetching a key set URL once) and checks
+/// it fits the algorithm; which keys go with which algorithms was checked
+/// with the rest of the [`Config`](crate::Config).
+pub async fn load(tokens: &config::Tokens) -> Result<Loaded, KeysError> {
+    let alg = tokens.alg;
+    let source = match &tokens.keys {
+        KeySource::None | KeySource::Secret(_) => {
+            return Ok(Loaded {
+                config: tokens.secret_rules(),
+                refresher: None,
+            });
         }
-        if options.jwt_optional && options.jwt_secret.is_none() {
-            return Err(KeysError::OptionalWithoutKey);
+        KeySource::PublicKey(path) => {
+            let named = |e: Box<dyn Error + Send + Sync>| KeysError::PublicKey {
+                path: path.clone(),
+                source: e,
+            };
+            let pem = std::fs::read(path).map_err(|e| named(e.into()))?;
+            let config = JwtConfig::public_key_pem(&pem, alg).map_err(|e| named(e.into()))?;
+            info!(path = %path.display(), %alg, "tokens are verified with a public key");
+            return Ok(Loaded {
+                config: Some(tokens.rules(config)),
+                refresher: None,
+            });
         }
-        return Ok(Tokens {
-            config: options.jwt(),
-            refresher: None,
-        });
-    }
-    if alg.is_hmac() {
-        let option = match options.jwt_public_key {
-            Some(_) => "--jwt-public-key",
-            None => "--jwks",
-        };
-        return Err(KeysError::SecretAlg { option, alg });
-    }
-    if let Some(path) = &options.jwt_public_key {
-        let named = |e: Box<dyn Error + Send + Sync>| KeysError::PublicKey {
-            path: path.clone(),
-            source: e,
-        };
-        let pem = std::fs::read(path).map_err(|e| named(e.into()))?;
-        let config = JwtConfig::public_key_pem(&pem, alg).map_err(|e| named(e.into()))?;
-        info!(path = %path.display(), %alg, "tokens are verified with a public key");
-        return Ok(Tokens {
-            config: Some(rules(options, config)),
-            refresher: None,
-        });
-    }
-    let source = options.jwks.as_deref().unwrap_or_default();
+        KeySource::KeySet(source) => source.as_str(),
+    };
     let named = |e: Box<dyn Error + Send + Sync>| KeysError::KeySet {
         name: source.to_owned(),
         source: e,
@@ -92,29 +81,10 @@ pub async fn load(options: &Options) -> Result<Tokens, KeysError> {
         info!(path = source, keys = n, %alg, "tokens are verified with a key set");
         None
     };
-    Ok(Tokens {
-        config: Some(rules(options, JwtConfig::key_set(keys))),
+    Ok(Loaded {
+        config: Some(tokens.rules(JwtConfig::key_set(keys))),
         refresher,
     })
-}
-
-/// Adds the rules every kind of key shares: expiry, the usr claim, issuer,
-/// audience and whether a token is optional.
-pub(crate) fn rules(options: &Options, mut config: JwtConfig) -> JwtConfig {
-    config = config
-        .validate_exp(options.jwt_validate_exp)
-        .optional(options.jwt_optional)
-        .mod_claim(&options.jwt_mod_claim);
-    if let Some(claim) = &options.jwt_usr_claim {
-        config = config.usr_claim(claim);
-    }
-    if let Some(issuer) = &options.jwt_issuer {
-        config = config.issuer(issuer);
-    }
-    if let Some(audience) = &options.jwt_audience {
-        config = config.audience(audience);
-    }
-    config
 }
 
 fn is_url(source: &str) -> bool {

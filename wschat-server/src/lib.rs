@@ -7,6 +7,7 @@
 
 mod assets;
 pub mod cli;
+pub mod config;
 mod connection;
 mod counted;
 mod error;
@@ -34,58 +35,67 @@ use tracing::{info, warn};
 use wschat_core::{Archive, ArchiveDir, JwtConfig, Log, Room};
 
 pub use cli::{Cli, Command, Options};
-pub use error::{BackplaneError, KeysError, ServerError, TlsError};
+pub use config::Config;
+pub use error::{BackplaneError, ConfigError, KeysError, ServerError, TlsError};
 
 use assets::Assets;
-use connection::Limits;
+use config::{ArchiveConfig, ArchivePlace};
 use metrics::Metrics;
 use server::{App, Pending};
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
-/// The room the options describe: `jwt`'s token rules, its archive, if
-/// one is configured, and with `--redis` the stream as its shared log,
-/// whose tail is the history.
+/// The room the configuration describes: `jwt`'s token rules, its
+/// archive, if one is configured, and with Redis the stream as its shared
+/// log, whose tail is the history.
 async fn build_room(
-    options: &Options,
+    config: &Config,
     jwt: Option<JwtConfig>,
 ) -> Result<(Room, Option<redis_log::Link>), ServerError> {
-    let mut builder = Room::builder(options.room_config().jwt(jwt));
-    if let Some(path) = &options.archive {
-        let archive =
-            Arc::new(Archive::open(path, options.archive_fsync).map_err(ServerError::Archive)?);
-        if options.redis.is_none() {
-            // With Redis, the history is the stream's tail instead. One at
-            // least, with no history too: reads by cursor stop at the
-            // newest message the room knows of.
-            let recent = archive
-                .recent(options.history.max(1))
-                .map_err(ServerError::Archive)?;
-            if archive.skipped_lines() > 0 {
-                warn!(
-                    path = %path.display(),
-                    skipped = archive.skipped_lines(),
-                    "skipped archive lines that are not JSON objects (a torn last line after a crash?)"
-                );
+    let mut builder = Room::builder(config.room_config(jwt));
+    match &config.archive {
+        Some(ArchiveConfig {
+            place: ArchivePlace::File(path),
+            fsync,
+        }) => {
+            let archive = Arc::new(Archive::open(path, *fsync).map_err(ServerError::Archive)?);
+            if config.redis.is_none() {
+                // With Redis, the history is the stream's tail instead. One
+                // at least, with no history too: reads by cursor stop at
+                // the newest message the room knows of.
+                let recent = archive
+                    .recent(config.history.max(1))
+                    .map_err(ServerError::Archive)?;
+                if archive.skipped_lines() > 0 {
+                    warn!(
+                        path = %path.display(),
+                        skipped = archive.skipped_lines(),
+                        "skipped archive lines that are not JSON objects (a torn last line after a crash?)"
+                    );
+                }
+                builder = builder.history(recent);
             }
-            builder = builder.history(recent);
+            info!(path = %path.display(), fsync, "archive open");
+            builder = builder.log(archive);
         }
-        info!(path = %path.display(), fsync = options.archive_fsync, "archive open");
-        builder = builder.log(archive);
-    }
-    if let Some(dir) = &options.archive_dir {
-        // The room reads its history from it (unless Redis has it).
-        let archive = ArchiveDir::open(dir, options.archive_fsync).map_err(ServerError::Archive)?;
-        if let Some(file) = archive.closed_torn_line() {
-            warn!(path = %file.display(), "closed a torn last line (a crash mid-write?); it is skipped");
+        Some(ArchiveConfig {
+            place: ArchivePlace::Dir(dir),
+            fsync,
+        }) => {
+            // The room reads its history from it (unless Redis has it).
+            let archive = ArchiveDir::open(dir, *fsync).map_err(ServerError::Archive)?;
+            if let Some(file) = archive.closed_torn_line() {
+                warn!(path = %file.display(), "closed a torn last line (a crash mid-write?); it is skipped");
+            }
+            info!(dir = %dir.display(), fsync, "archive directory open");
+            builder = builder.log(Arc::new(archive));
         }
-        info!(dir = %dir.display(), fsync = options.archive_fsync, "archive directory open");
-        builder = builder.log(Arc::new(archive));
+        None => {}
     }
-    let link = match &options.redis {
-        Some(url) => {
-            Some(redis_log::Link::connect(url, &options.redis_key, options.history).await?)
+    let link = match &config.redis {
+        Some(redis) => {
+            Some(redis_log::Link::connect(&redis.url, &redis.key, config.history).await?)
         }
         None => None,
     };
@@ -98,41 +108,46 @@ async fn build_room(
     Ok((room, link))
 }
 
-/// Serves `listener` with `options` until `shutdown` resolves; then stops
-/// accepting, closes every WebSocket with 1001 and returns once they are
-/// closed (or after a few seconds).
+/// Serves `listener` as `config` says until `shutdown` resolves; then
+/// stops accepting, closes every WebSocket with 1001 and returns once they
+/// are closed (or after a few seconds).
 pub async fn run(
     listener: TcpListener,
-    options: Options,
+    config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    config.check()?;
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
     // First, so that a bad pair is the only line a refused start says.
-    let tls = match options.tls_files()? {
-        Some((cert, key)) => Some(Arc::new(tls::Tls::load(cert, key)?)),
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(&files.cert, &files.key)?)),
         None => None,
     };
-    if options.ping_interval >= options.idle_timeout {
+    let limits = &config.limits;
+    if limits.ping_interval >= limits.idle_timeout {
         warn!(
-            ping_interval = options.ping_interval,
-            idle_timeout = options.idle_timeout,
+            ping_interval = limits.ping_interval.as_secs(),
+            idle_timeout = limits.idle_timeout.as_secs(),
             "--ping-interval is not below --idle-timeout: quiet clients are closed before they are pinged"
         );
     }
-    warn_if_memory_may_run_out(&options);
-    let keys::Tokens { config, refresher } = keys::load(&options).await?;
+    warn_if_memory_may_run_out(&config);
+    let keys::Loaded {
+        config: jwt,
+        refresher,
+    } = keys::load(&config.tokens).await?;
     // Only once the keys are known to be usable: a refused start says one
     // line and nothing else.
-    if let Some(bytes) = options.short_secret() {
+    if let Some(bytes) = config.short_secret() {
         warn!(
             bytes,
             "the JWT secret is shorter than {} bytes: tokens signed with it can be \
              forged by guessing it; use a long random secret",
-            cli::MIN_SECRET_BYTES
+            config::MIN_SECRET_BYTES
         );
     }
-    let (room, link) = build_room(&options, config).await?;
-    let archived = options.archive.is_some() || options.archive_dir.is_some();
+    let (room, link) = build_room(&config, jwt).await?;
+    let archived = config.archive.is_some();
     if let Some(tls) = &tls {
         tls::log_expiry(tls.expires(), "TLS on");
     }
@@ -145,30 +160,25 @@ pub async fn run(
         room,
         backplane,
         metrics,
-        limits: Limits {
-            ping_interval: options.ping_interval(),
-            idle_timeout: options.idle_timeout(),
-            max_message_bytes: options.max_message_bytes,
-        },
-        reads: messages::Reads::new(options.max_message_bytes),
-        ws_config: server::ws_config(&options),
-        assets: options
+        reads: messages::Reads::new(config.limits.max_message_bytes),
+        ws_config: server::ws_config(&config.limits),
+        assets: config
             .static_dir
             .clone()
             .map_or_else(Assets::embedded, Assets::dir),
         started: Instant::now(),
         connections: AtomicUsize::new(0),
-        pending: Pending::new(options.max_connections),
+        pending: Pending::new(config.limits.max_connections),
         tls,
         shutdown: stopped,
         _tasks: tasks,
-        options,
+        config,
     });
     let scheme = if app.tls.is_some() { "https" } else { "http" };
     info!(
         %addr,
-        jwt = app.options.jwt_enabled(),
-        history = app.options.history,
+        jwt = app.config.tokens.enabled(),
+        history = app.config.history,
         tls = app.tls.is_some(),
         "listening on {scheme}://{addr}/"
     );
@@ -199,8 +209,8 @@ pub async fn run(
 /// Says at start when full rings and history of the largest messages
 /// could take more memory than the machine has (README, Security): the
 /// limits then do not protect it.
-fn warn_if_memory_may_run_out(options: &Options) {
-    let worst = options.worst_case_message_bytes();
+fn warn_if_memory_may_run_out(config: &Config) {
+    let worst = config.worst_case_message_bytes();
     match total_memory() {
         Some(total) if worst > total => warn!(
             worst_case_bytes = worst,

@@ -12,14 +12,16 @@ use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::prelude::*;
 use wschat_core::Jwt;
 use wschat_server::cli::{LogFormat, TokenArgs};
-use wschat_server::{Cli, Command, Options};
+use wschat_server::{Cli, Command, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = cli.options.check().and_then(|()| match &cli.command {
-        Some(Command::Token(args)) => token(&cli.options, args),
-        None => serve(cli.options),
-    });
+    let result = Config::try_from(cli.options)
+        .map_err(|e| e.to_string())
+        .and_then(|config| match &cli.command {
+            Some(Command::Token(args)) => token(&config, args),
+            None => serve(config),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -29,16 +31,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(options: Options) -> Result<(), String> {
-    init_logging(options.log_format);
-    raise_open_file_limit(options.max_connections);
+fn serve(config: Config) -> Result<(), String> {
+    init_logging(config.log_format);
+    raise_open_file_limit(config.limits.max_connections);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     let served = runtime.block_on(async {
         let stop = wschat_server::signals::shutdown();
-        let listener = TcpListener::bind(options.listen)
+        let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-        wschat_server::run(listener, options, stop)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        wschat_server::run(listener, config, stop)
             .await
             .map_err(|e| e.to_string())
     });
@@ -65,13 +67,13 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
-    let config = options.jwt().ok_or(
+fn token(config: &Config, args: &TokenArgs) -> Result<(), String> {
+    let rules = config.tokens.secret_rules().ok_or(
         "token: signing needs a shared secret: set JWT_SECRET (or --jwt-secret); \
          with --jwt-public-key or --jwks, the identity provider issues tokens",
     )?;
-    config.check().map_err(|e| format!("token: {e}"))?;
-    if options.jwt_validate_exp && args.exp.is_none() {
+    rules.check().map_err(|e| format!("token: {e}"))?;
+    if config.tokens.validate_exp && args.exp.is_none() {
         // The server would refuse the token (README, JWT mode).
         return Err(
             "token: with --jwt-validate-exp a token without exp is refused; \
@@ -79,7 +81,7 @@ fn token(options: &Options, args: &TokenArgs) -> Result<(), String> {
                 .to_owned(),
         );
     }
-    let jwt = Jwt::new(config);
+    let jwt = Jwt::new(rules);
     let token = if args.moderator {
         jwt.mint_moderator(&args.claim, &args.usr, args.exp)
     } else {

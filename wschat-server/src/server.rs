@@ -24,8 +24,7 @@ use tracing::{debug, warn};
 use wschat_core::Room;
 
 use crate::assets::Assets;
-use crate::cli::Options;
-use crate::connection::Limits;
+use crate::config::{Config, Limits};
 use crate::http;
 use crate::messages::Reads;
 use crate::metrics::Metrics;
@@ -43,9 +42,8 @@ const MAX_HEAD: usize = 16 * 1024;
 pub(crate) struct App {
     pub room: Room,
     pub backplane: Option<Arc<Backplane>>,
-    pub options: Options,
+    pub config: Config,
     pub metrics: Arc<Metrics>,
-    pub limits: Limits,
     /// The turns of `GET /messages`.
     pub reads: Reads,
     pub ws_config: WebSocketConfig,
@@ -90,7 +88,7 @@ pub(crate) async fn accept(listener: TcpListener, app: Arc<App>) {
 /// server shuts down.
 async fn serve_tcp(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, mut pending: PendingTicket) {
     let _ = tcp.set_nodelay(true);
-    let limit = app.options.handshake_timeout();
+    let limit = app.config.limits.handshake_timeout;
     let mut stopped = app.shutdown.clone();
     let served = async {
         match &app.tls {
@@ -176,12 +174,12 @@ async fn requested(flag: &mut watch::Receiver<bool>) {
 /// chat frame of up to about 120 bytes is read in one call, a larger one
 /// in one call per 128 bytes (README, "Where a waiting connection's
 /// memory goes").
-pub(crate) fn ws_config(options: &Options) -> WebSocketConfig {
+pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(128)
         .write_buffer_size(16 * 1024)
-        .max_message_size(Some(options.max_message_bytes))
-        .max_frame_size(Some(options.max_message_bytes))
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
 }
 
 /// One counted WebSocket connection; dropping it frees the slot.
@@ -192,7 +190,7 @@ pub(crate) struct ConnectionSlot {
 impl ConnectionSlot {
     /// Counts an upgraded connection, or `None` at `--max-connections`.
     pub(crate) fn take(app: &Arc<App>) -> Option<Self> {
-        let max = app.options.max_connections;
+        let max = app.config.limits.max_connections;
         app.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)

@@ -19,10 +19,10 @@ pub async fn server_until(
     args: &[&str],
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SocketAddr {
-    let options = wschat_server::Options::from_args(args).unwrap();
+    let config = wschat_server::Config::from_args(args).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(wschat_server::run(listener, options, shutdown));
+    tokio::spawn(wschat_server::run(listener, config, shutdown));
     addr
 }
 

@@ -32,23 +32,34 @@ struct Driver {
 }
 
 impl Driver {
+    /// chromedriver on a free port; started again on another when the
+    /// port was taken before it could bind it (it exits then).
     fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "chromedriver did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().unwrap().is_some() {
+                continue;
+            }
+            return Driver {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
         }
-        Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        panic!("chromedriver exited at start five times");
     }
 
     /// A new headless browser session with its own profile.

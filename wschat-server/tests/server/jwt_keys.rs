@@ -8,7 +8,6 @@ mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -412,21 +411,7 @@ async fn jwt_optional_accepts_no_token_but_checks_a_present_one() {
 /// first line that names the problem (`needle`). Errors of ours are one
 /// line; clap's may add its usage lines.
 fn refused(args: &[&str], needle: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("JWT_SECRET")
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success(), "{args:?} started:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
-    assert!(first.contains(needle), "{args:?}: {stderr}");
-    if first.starts_with("wschat-server:") {
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-    }
+    common::refused_at_start(args, &[], needle);
 }
 
 #[test]

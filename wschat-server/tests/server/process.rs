@@ -15,12 +15,7 @@ fn server() -> Command {
 
 /// Runs the binary with `args`, expecting a quick failure with one line.
 fn fails_with_one_line(args: &[&str], needle: &str) {
-    let out = server().args(args).output().unwrap();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
-    assert!(first.contains(needle), "{args:?}: {stderr}");
+    common::refused_at_start(args, &[], needle);
 }
 
 #[test]

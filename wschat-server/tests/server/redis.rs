@@ -16,12 +16,20 @@ pub(crate) struct Redis {
 }
 
 impl Redis {
+    /// A redis-server on a free port. A port found free can be taken
+    /// before redis-server binds it (by another test): then it exits, and
+    /// it is started again on another.
     pub(crate) fn start() -> Self {
-        let port = free_port();
-        Self::start_on(port)
+        for _ in 0..5 {
+            if let Some(redis) = Self::start_on(free_port()) {
+                return redis;
+            }
+        }
+        panic!("redis-server exited at start five times");
     }
 
-    fn start_on(port: u16) -> Self {
+    /// `None` when redis-server exits before answering.
+    fn start_on(port: u16) -> Option<Self> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -36,13 +44,16 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server not found: install Debian's redis-server (.ci/run does)");
-        let redis = Redis { child, port };
+        let mut redis = Redis { child, port };
         let deadline = Instant::now() + WAIT;
         while !redis.answers_ping() {
+            if redis.child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        redis
+        Some(redis)
     }
 
     fn answers_ping(&self) -> bool {
@@ -177,7 +188,7 @@ async fn losing_redis_answers_unavailable_keeps_listeners_and_resumes() {
         health = servers[1].get("/healthz").await.1;
     }
 
-    redis = Redis::start_on(port);
+    redis = Redis::start_on(port).expect("redis-server starts again on its port");
     // Publish until the instance has reconnected; the listener, still
     // connected, gets the first message that went through.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -371,45 +371,8 @@ fn a_broken_swap_keeps_the_old_certificate() {
 /// Runs the binary with `args` (and `env`), expecting exit status 1 and
 /// exactly one line on stderr, holding `needle`.
 fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) {
-    use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("JWT_SECRET")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // At once: a file that blocks the read must not hang the start.
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?}: the server neither started nor exited");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
-    let lines: Vec<_> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
-    assert!(lines[0].starts_with("wschat-server: "), "{stderr}");
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: {needle:?} in {stderr}"
-    );
+    let stderr = crate::common::refused_at_start(args, env, needle);
+    assert!(stderr.starts_with("wschat-server: "), "{stderr}");
 }
 
 #[test]

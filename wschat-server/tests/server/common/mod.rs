@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wschat_server::Options;
+use wschat_server::Config;
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -34,12 +34,12 @@ impl TestServer {
 
     /// Starts a server on `addr`, e.g. the one a stopped server had.
     pub async fn start_on(addr: SocketAddr, args: &[&str]) -> Self {
-        let options = Options::from_args(args).expect("test options parse");
+        let config = Config::from_args(args).expect("test options parse");
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            wschat_server::run(listener, options, async {
+            wschat_server::run(listener, config, async {
                 let _ = stopped.await;
             })
             .await
@@ -371,4 +371,58 @@ pub fn signal(child: &std::process::Child, sig: &str) {
 /// A chat message frame.
 pub fn chat(usr: &str, msg: &str) -> String {
     serde_json::json!({"usr": usr, "msg": msg}).to_string()
+}
+
+/// Runs the binary with `args` (on a free port unless they say
+/// `--listen`) and `env`, expecting it to refuse to start, at once: a
+/// non-zero exit, no panic, the first line on stderr holding `needle`. A
+/// refusal of wschat's own, rather than clap's usage text, is one line and
+/// exit status 1 (README, "Command line"). Returns stderr.
+pub fn refused_at_start(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-server"));
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = command
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A start that should have been refused must fail the test, not hang
+    // it; and a file that blocks a read must not hang the start.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: the server neither started nor exited");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{args:?} started:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains(needle), "{args:?}: {needle:?} in {stderr}");
+    if first.starts_with("wschat-server: ") {
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    stderr
 }
