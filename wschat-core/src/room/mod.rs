@@ -266,7 +266,7 @@ impl Room {
 
     fn member(&self, replay: Vec<Frame>, ring: broadcast::Receiver<Frame>) -> Member {
         Member {
-            replay: replay.into_iter(),
+            replay: (!replay.is_empty()).then(|| Box::new(replay.into_iter())),
             ring,
             too_slow: false,
             bucket: self
