@@ -13,7 +13,7 @@ mod counted;
 mod error;
 mod http;
 mod jwks;
-pub mod keys;
+mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
