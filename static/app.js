@@ -303,13 +303,32 @@ function moderate(action, words) {
   showError("");
 }
 
-// A retraction hides the message it names wherever it is shown.
+// A retraction hides the message it names wherever it is shown. It names
+// it by instant, in any RFC 3339 form (README, "Moderation"), and is
+// relayed as the moderator sent it, so instants are compared, not text.
 function applyModeration(m) {
   const mod = m.mod;
   if (mod === null || typeof mod !== "object" || typeof mod.retract !== "string") return;
+  const named = instant(mod.retract);
+  if (named === null) return;
   for (const li of list.querySelectorAll("li[data-tim]")) {
-    if (li.dataset.tim === mod.retract) li.remove();
+    if (instant(li.dataset.tim) === named) li.remove();
   }
+}
+
+// The instant an RFC 3339 time names, as text that two forms of one
+// instant share (another offset, more or fewer fractional digits): whole
+// seconds since 1970 and nine fractional digits, read as the server reads
+// them (digits past the ninth are dropped). Exact to the nanosecond, which
+// a Date is not. null when it is no such time.
+function instant(tim) {
+  const m = /^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|([+-])(\d\d):(\d\d))$/.exec(tim);
+  if (m === null) return null;
+  const day = new Date(0);
+  day.setUTCFullYear(+m[1], +m[2] - 1, +m[3]);
+  let seconds = day.getTime() / 1000 + +m[4] * 3600 + +m[5] * 60 + +m[6];
+  if (m[8] !== undefined) seconds -= (m[8] === "-" ? -1 : 1) * (+m[9] * 3600 + +m[10] * 60);
+  return seconds + "." + ((m[7] || "") + "000000000").slice(0, 9);
 }
 
 connect();

@@ -8,6 +8,15 @@
 #
 #   examples/bench/compare.sh [PASSES]      (default 3)
 #
+# To check that a change loses nothing, name an older build of the server
+# in BASELINE (e.g. one built from an earlier commit into its own target
+# folder): it runs every load too, as "before", alternating with the
+# others, and the table gets a column wschat/before. PEERS picks the other
+# servers (default "node bare"; PEERS=bare skips node). Such a run is kept
+# in examples/bench/results/compare-baseline/, beside the last full one.
+#
+#   BASELINE=/tmp/old/release/wschat-server PEERS=bare examples/bench/compare.sh 3
+#
 # Needs cargo, node and npm (the `ws` package is installed into a temporary
 # folder). Servers are started with what the loads need: wschat with
 # --rate 0 (no publish limit), --max-connections 25000, --send-queue 65536
@@ -20,7 +29,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PASSES=${1:-3}
-RESULTS=examples/bench/results/compare
+PEERS=${PEERS:-node bare}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "BASELINE=$BASELINE is not a program" >&2; exit 2; fi
+RESULTS=examples/bench/results/compare${BASELINE:+-baseline}
 ulimit -n "$(ulimit -Hn)"
 
 cargo build --release -q -p wschat-server -p wschat-bench
@@ -31,15 +43,19 @@ BARE=$BIN/bare-relay
 NODE_DIR=$(mktemp -d)
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR" "$OUT"' EXIT
-(cd "$NODE_DIR" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
-cp examples/bench/node-relay.js "$NODE_DIR/"
+if [[ " $PEERS " == *" node "* ]]; then
+  (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
+  cp examples/bench/node-relay.js "$NODE_DIR/"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start() { # name -> sets PID, PORT
   PORT=$(free_port)
   case $1 in
-    wschat) RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$PORT" --rate 0 --max-connections 25000 \
+    wschat|before)
+            binary=$SERVER; [ "$1" = before ] && binary=$BASELINE
+            RUST_LOG=warn "$binary" --listen "127.0.0.1:$PORT" --rate 0 --max-connections 25000 \
               --send-queue 65536 2>"$OUT/$1.log" & ;;
     node)   node "$NODE_DIR/node-relay.js" "$PORT" 2>"$OUT/$1.log" & ;;
     bare*)  "$BARE" "127.0.0.1:$PORT" 2>"$OUT/$1.log" & ;;
@@ -72,12 +88,12 @@ run_load() { # load name server -> json file
 }
 
 LOADS="fanout1k fanout10k idle10k connect"
-SERVERS="wschat node bare"
+SERVERS="wschat${BASELINE:+ before} $PEERS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for pass in $(seq "$PASSES"); do
   for load in $LOADS; do
     servers=$SERVERS
-    [ "$load" = fanout1k ] && servers="$SERVERS bare139"
+    [ "$load" = fanout1k ] && [[ " $PEERS " == *" bare "* ]] && servers="$SERVERS bare139"
     for name in $servers; do
       echo "pass $pass: $load on $name" >&2
       run_load "$load" "$name" "$pass"
@@ -85,7 +101,7 @@ for pass in $(seq "$PASSES"); do
   done
 done
 
-echo "examples/bench/compare.sh $PASSES, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr); load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/run.txt"
+echo "${BASELINE:+BASELINE=$BASELINE }PEERS=\"$PEERS\" examples/bench/compare.sh $PASSES, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr); load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/run.txt"
 python3 - "$OUT" "$PASSES" "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import json, statistics, sys, os
 out, passes, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -115,12 +131,15 @@ def med(load, name, key):
         if isinstance(v, (int, float)):
             vals.append(v)
     return statistics.median(vals) if vals else None
-print(f"{'load':<40} {'wschat':>12} {'node ws':>12} {'wschat/node':>12} {'bare relay':>12} {'wschat/bare':>12}")
+peers = [(name, label) for name, label in (("before", "before"), ("node", "node ws"), ("bare", "bare relay"))
+         if any(os.path.exists(os.path.join(out, f"{load}.{name}.1.json")) for load, *_ in rows)]
+print(f"{'load':<40} {'wschat':>12}" + "".join(f" {label:>12} {'wschat/' + label.split()[0]:>12}" for _, label in peers))
 fmt = lambda v: "-" if v is None else (f"{v:,.1f}" if isinstance(v, float) else f"{v:,}")
 ratio = lambda w, p: f"{w / p:.2f}x" if w is not None and p else "-"
 for load, key, label, _ in rows:
-    w, n, b = (med(load, name, key) for name in ("wschat", "node", "bare"))
-    print(f"{label:<40} {fmt(w):>12} {fmt(n):>12} {ratio(w, n):>12} {fmt(b):>12} {ratio(w, b):>12}")
+    w = med(load, "wschat", key)
+    cells = "".join(f" {fmt(p):>12} {ratio(w, p):>12}" for p in (med(load, name, key) for name, _ in peers))
+    print(f"{label:<40} {fmt(w):>12}{cells}")
 b139 = [med("fanout1k", "bare139", k) for k in ("deliveries_per_s", "efficiency")]
 w = [med("fanout1k", "wschat", k) for k in ("deliveries_per_s", "efficiency")]
 print(f"{'bare relay, 139-byte frames (as long as wschat sends): deliveries/s':<70} {fmt(b139[0]):>12}  wschat/that: {ratio(w[0], b139[0])}")
@@ -128,11 +147,11 @@ print(f"{'  the same: deliveries per server CPU-s':<70} {fmt(b139[1]):>12}  wsch
 print(f"(medians of {passes} alternating passes; raw results in {results})")
 # Data for the charts.
 with open(os.path.join(out, "deliveries.dat"), "w") as f:
-    for name, label in (("wschat", "wschat"), ("bare", "bare relay"), ("bare139", "bare relay, wschat-sized frames"), ("node", "node ws")):
+    for name, label in (("wschat", "wschat"), ("before", "wschat before"), ("bare", "bare relay"), ("bare139", "bare relay, wschat-sized frames"), ("node", "node ws")):
         v = med("fanout1k", name, "deliveries_per_s")
         if v:
             f.write(f'"{label}" {v / 1e6:.3f}\n')
-for name in ("wschat", "node", "bare"):
+for name in ("wschat", "before", "node", "bare"):
     hist = {}
     for p in range(1, passes + 1):
         try:
@@ -148,6 +167,13 @@ for name in ("wschat", "node", "bare"):
             f.write(f"{v / 1000:.3f} {100 * seen / total:.4f}\n")
 PY
 if command -v gnuplot >/dev/null; then
+  # One line per server that ran the load.
+  LATENCY_PLOTS=
+  for name in wschat before bare node; do
+    [ -s "$OUT/latency.$name.dat" ] || continue
+    case $name in bare) title="bare relay" ;; node) title="node ws" ;; *) title=$name ;; esac
+    LATENCY_PLOTS="${LATENCY_PLOTS:+$LATENCY_PLOTS, }\"$OUT/latency.$name.dat\" using 1:2 with lines lw 2 title \"$title\""
+  done
   gnuplot <<GP
 set terminal svg size 720,360 dynamic font "sans,12" background "white"
 set output "$OUT/deliveries.svg"
@@ -168,9 +194,7 @@ set logscale x
 set yrange [0:100]
 set key bottom right
 set grid xtics ytics
-plot "$OUT/latency.wschat.dat" using 1:2 with lines lw 2 title "wschat", \
-     "$OUT/latency.bare.dat" using 1:2 with lines lw 2 title "bare relay", \
-     "$OUT/latency.node.dat" using 1:2 with lines lw 2 title "node ws"
+plot $LATENCY_PLOTS
 GP
 fi
 rm -rf "$RESULTS" && mkdir -p "$RESULTS" && cp -r "$OUT"/. "$RESULTS"/

@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 use crate::clock::{format_tim, parse_tim};
 use crate::error::PublishError;
@@ -135,7 +136,7 @@ pub struct Moderated {
 
 impl Moderated {
     /// The action a relayed message carries, if it is one (a message with
-    /// a valid `mod` object and a `tim`).
+    /// a valid `mod` object and a `tim`, retracting no later `tim`).
     pub fn of(frame: &Frame) -> Option<Moderated> {
         // Relayed messages are rendered with their keys escaped the one
         // way serde_json does, so a message with a `mod` field holds this
@@ -145,9 +146,18 @@ impl Moderated {
         }
         let message = Message::parse(frame.as_str()).ok()?;
         let action = Action::from_raw(message.field("mod")?).ok()?;
+        let tim = frame.tim()?;
+        // No message comes after the action that names it: such a
+        // retraction (refused when published, but an archive may hold
+        // one) is none, and cannot push real ones out of the bound.
+        if let Action::Retract { tim: named } = action
+            && named > tim
+        {
+            return None;
+        }
         Some(Moderated {
             moderator: message.usr().to_owned(),
-            tim: frame.tim()?,
+            tim,
             action,
         })
     }
@@ -197,11 +207,46 @@ impl Retractions {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The retracted `tim`s, oldest first.
+    pub fn into_tims(self) -> impl Iterator<Item = DateTime<Utc>> {
+        self.0.into_iter()
+    }
 }
 
 /// Muted names and when each mute ends, at most [`MAX_MUTES`].
+///
+/// Every decision costs time logarithmic in the names held, also when
+/// the bound is reached: an index by end finds the mutes that ended and
+/// the one that ends first without looking at the others, so reading
+/// back N actions at start costs O(N log N) however many names they
+/// mute. A name is held as its digest ([`Name`]), so the bound bounds
+/// memory too, whatever the names' length.
 #[derive(Debug, Default)]
-pub(crate) struct Mutes(HashMap<String, Mute>);
+pub(crate) struct Mutes {
+    by_name: HashMap<Name, Mute>,
+    /// The names by when their mute ends, lifted ones (`None`) first:
+    /// the same entries as `by_name`.
+    by_end: BTreeSet<(Option<DateTime<Utc>>, Name)>,
+}
+
+/// A muted name as held: its SHA-256 digest. `usr` has no length limit
+/// of its own (a message's size limits it), and a shorter limit on mute
+/// names would leave longer names unmutable; 32 bytes a name keeps
+/// [`MAX_MUTES`] names, with their index, in about 2 MB at most, and no
+/// one can find another name with the same digest.
+type Name = [u8; 32];
+
+fn name(usr: &str) -> Name {
+    Sha256::digest(usr.as_bytes()).into()
+}
+
+/// One name's last decision, read back from a log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    name: Name,
+    mute: Mute,
+}
 
 /// The last decision about one name.
 #[derive(Debug, Clone, Copy)]
@@ -217,52 +262,82 @@ impl Mutes {
     /// later action already decided about that name: so actions read back
     /// from the log after later ones were applied (at start, while the
     /// archive is read) change nothing, and every instance and every
-    /// restart agree. Ended mutes are dropped once the bound is reached.
+    /// restart agree. Once the bound is reached, a new name first drops
+    /// the mutes ended (or lifted) by the action's `tim`, then, if none
+    /// had, the one ending first.
     pub fn apply(&mut self, acted: &Moderated) {
         let Action::Mute { usr, seconds } = &acted.action else {
             return;
         };
-        if self.0.get(usr).is_some_and(|m| m.decided >= acted.tim) {
-            return;
-        }
-        let now = acted.tim;
-        if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
-            self.0
-                .retain(|_, m| m.until.is_some_and(|until| until > now));
-        }
-        if self.0.len() >= MAX_MUTES && !self.0.contains_key(usr) {
-            let first = self
-                .0
-                .iter()
-                // A lifted one (`None`) sorts first.
-                .min_by_key(|(_, m)| m.until)
-                .map(|(usr, _)| usr.clone());
-            if let Some(first) = first {
-                self.0.remove(&first);
-            }
-        }
         let until = (*seconds > 0).then(|| acted.until(*seconds));
-        self.0.insert(
-            usr.clone(),
-            Mute {
-                decided: now,
-                until,
-            },
-        );
+        self.decide(name(usr), acted.tim, until);
+    }
+
+    /// Applies decisions read back from a log ([`Mutes::into_decisions`])
+    /// under the same rule: a later decision about a name wins.
+    pub fn merge(&mut self, decisions: &[Decision]) {
+        for d in decisions {
+            self.decide(d.name, d.mute.decided, d.mute.until);
+        }
+    }
+
+    /// Every decision held, oldest first: the order they were taken in,
+    /// so merging them drops what [`apply`](Self::apply) would have.
+    pub fn into_decisions(self) -> Vec<Decision> {
+        let mut decisions: Vec<Decision> = self
+            .by_name
+            .into_iter()
+            .map(|(name, mute)| Decision { name, mute })
+            .collect();
+        decisions.sort_unstable_by_key(|d| d.mute.decided);
+        decisions
+    }
+
+    /// Records a decision about the name `usr` taken at `decided`.
+    fn decide(&mut self, usr: Name, decided: DateTime<Utc>, until: Option<DateTime<Utc>>) {
+        match self.by_name.get(&usr) {
+            Some(last) if last.decided >= decided => return,
+            Some(last) => {
+                self.by_end.remove(&(last.until, usr));
+            }
+            None if self.by_name.len() >= MAX_MUTES => self.make_room(decided),
+            None => {}
+        }
+        self.by_name.insert(usr, Mute { decided, until });
+        self.by_end.insert((until, usr));
+    }
+
+    /// Drops what ended by `now`, or else the mute ending first. Each
+    /// name is dropped once, so this costs logarithmic time amortised.
+    fn make_room(&mut self, now: DateTime<Utc>) {
+        while let Some((until, _)) = self.by_end.first()
+            && until.is_none_or(|until| until <= now)
+        {
+            self.drop_first();
+        }
+        if self.by_name.len() >= MAX_MUTES {
+            self.drop_first();
+        }
+    }
+
+    fn drop_first(&mut self) {
+        if let Some((_, usr)) = self.by_end.pop_first() {
+            self.by_name.remove(&usr);
+        }
     }
 
     /// Whether nobody was ever muted (publishing needs no check).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.by_name.is_empty()
     }
 
     /// When `usr`'s mute ends, if it is muted at `now`.
     pub fn until(&self, usr: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.0.is_empty() {
+        if self.by_name.is_empty() {
             return None;
         }
-        self.0
-            .get(usr)
+        self.by_name
+            .get(&name(usr))
             .and_then(|m| m.until)
             .filter(|until| *until > now)
     }
@@ -276,25 +351,37 @@ pub(crate) fn apply(acted: &Moderated, retractions: &mut Retractions, mutes: &mu
     }
 }
 
-/// The actions a room's logs hold, gathered at start from each log in
-/// turn and applied once, in `tim` order: logs that overlap (an archive
-/// and the Redis stream it copies) give each action once.
+/// What the actions in one log decide, read back at start a line at a
+/// time: the latest [`MAX_RETRACTIONS`] retractions and the latest
+/// decision about each of at most [`MAX_MUTES`] names, by the same rules
+/// as the room's own state. So reading back holds no more than the room
+/// does, however many actions the log holds. A log is read in its order
+/// (`tim` order); logs that overlap (an archive and the Redis stream it
+/// copies) give the same decisions, which merging takes once.
 #[derive(Debug, Default)]
-pub(crate) struct Rebuild(Vec<Moderated>);
+pub(crate) struct Rebuild {
+    retractions: Retractions,
+    mutes: Mutes,
+}
 
 impl Rebuild {
-    /// Keeps the action `line` (a message as stored) carries, if any.
+    /// Applies the action `line` (a message as stored) carries, if any.
     pub fn line(&mut self, line: &str) {
-        if line.contains("\"mod\":") {
-            self.0.extend(Moderated::of(&Frame::from(line.to_owned())));
+        if line.contains("\"mod\":")
+            && let Some(acted) = Moderated::of(&Frame::from(line.to_owned()))
+        {
+            self.apply(&acted);
         }
     }
 
-    /// The actions gathered, oldest first, each once.
-    pub fn finish(mut self) -> Vec<Moderated> {
-        self.0.sort_by_key(|m| m.tim);
-        self.0.dedup_by_key(|m| m.tim);
-        self.0
+    /// Applies one action.
+    pub fn apply(&mut self, acted: &Moderated) {
+        apply(acted, &mut self.retractions, &mut self.mutes);
+    }
+
+    /// What the actions decided.
+    pub fn into_parts(self) -> (Retractions, Mutes) {
+        (self.retractions, self.mutes)
     }
 }
 
@@ -404,14 +491,14 @@ mod tests {
                 &mut mutes,
             );
         }
-        assert_eq!(mutes.0.len(), MAX_MUTES);
+        assert_eq!(mutes.by_name.len(), MAX_MUTES);
         let later = format_tim(start + TimeDelta::seconds(MAX_MUTES as i64));
         apply(
             &acted(&later, mute("new", 3600)),
             &mut retractions,
             &mut mutes,
         );
-        assert_eq!(mutes.0.len(), MAX_MUTES);
+        assert_eq!(mutes.by_name.len(), MAX_MUTES);
         assert!(mutes.until("u0", start).is_none(), "the first to end went");
         assert!(
             mutes
@@ -424,7 +511,8 @@ mod tests {
             &mut retractions,
             &mut mutes,
         );
-        assert_eq!(mutes.0.len(), 1, "the ended ones are dropped");
+        assert_eq!(mutes.by_name.len(), 1, "the ended ones are dropped");
+        assert_eq!(mutes.by_end.len(), 1, "and their index entries");
     }
 
     #[test]
@@ -453,16 +541,20 @@ mod tests {
         }
         rebuild.line(r#"{"usr":"a","msg":"not an action","tim":"2020-08-11T22:20:00Z"}"#);
         rebuild.line(r#"{"usr":"a","msg":"m","mod":"malformed","tim":"2020-08-11T22:20:00Z"}"#);
-        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        let actions = rebuild.finish();
-        assert_eq!(actions.len(), 2);
-        for acted in &actions {
-            apply(acted, &mut retractions, &mut mutes);
-        }
+        let (mut retractions, read_back) = rebuild.into_parts();
+        assert!(retractions.is_empty());
+        let decisions = read_back.into_decisions();
+        assert_eq!(decisions.len(), 1, "one decision about one name");
+        let mut mutes = Mutes::default();
+        mutes.merge(&decisions);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
         // Read back after a later action was applied: changes nothing.
-        apply(&actions[0], &mut retractions, &mut mutes);
+        let earlier = Moderated::of(&Frame::from(on)).unwrap();
+        apply(&earlier, &mut retractions, &mut mutes);
         assert_eq!(mutes.until("spam", at("2020-08-11T22:15:00Z")), None);
+        // Nor does the whole log read again.
+        mutes.merge(&decisions);
+        assert_eq!(mutes.until("spam", at("2020-08-11T21:15:00Z")), None);
     }
 
     /// Rooms, their frames and their moderator, for the tests of how a
@@ -713,6 +805,133 @@ mod tests {
             .mint_moderator("sub", "mo", None)
             .unwrap();
         assert!(room::wait(&admin, &with(&admin_token)).is_ok());
+    }
+
+    /// How long a room started on the archive at `path` takes to read its
+    /// actions back.
+    fn rebuild_cost(path: &std::path::Path) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        let again = room::on_archive_again(path);
+        // A read waits for the actions to be read back, at most 10 s at
+        // a time: as long as it takes, up to five minutes.
+        let read = (0..30).find(|_| again.read(None, None, 1).is_ok());
+        assert!(read.is_some(), "still reading back after five minutes");
+        start.elapsed()
+    }
+
+    fn start_of_mutes() -> DateTime<Utc> {
+        at(T)
+    }
+
+    /// An archive of `n` mutes of distinct names, a millisecond apart.
+    fn archive_of_mutes(name: &str, n: usize) -> std::path::PathBuf {
+        let (_, path) = room::archive(name);
+        let start = start_of_mutes();
+        let lines: String = (0..n)
+            .map(|i| {
+                let tim = format_tim(start + TimeDelta::milliseconds(i as i64));
+                format!(
+                    r#"{{"usr":"mo","msg":"m","mod":{{"mute":"u{i}","seconds":3600}},"tim":"{tim}"}}"#
+                ) + "\n"
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    #[test]
+    fn reading_back_mutes_costs_time_quasilinear_in_their_number() {
+        // Up to the bound, and four times as many: past it every mute
+        // drops the one ending first. 4 times the actions must cost about
+        // 4 times the time (far more if each costs time in proportion to
+        // the names held); the bound of 10 leaves room for a busy machine.
+        let (small, large) = (
+            archive_of_mutes("scale-small", MAX_MUTES),
+            archive_of_mutes("scale-large", 4 * MAX_MUTES),
+        );
+        let (mut small_cost, mut large_cost) = (rebuild_cost(&small), rebuild_cost(&large));
+        // Again, interleaved, keeping the best, in case the machine was
+        // busy during one of them.
+        small_cost = small_cost.min(rebuild_cost(&small));
+        large_cost = large_cost.min(rebuild_cost(&large));
+        let ratio = large_cost.as_secs_f64() / small_cost.as_secs_f64().max(1e-9);
+        assert!(
+            ratio < 10.0,
+            "{small_cost:?} for {MAX_MUTES} mutes, {large_cost:?} for {}",
+            4 * MAX_MUTES
+        );
+        // The last mute read back is in force, the first was dropped.
+        let end = start_of_mutes() + TimeDelta::milliseconds(4 * MAX_MUTES as i64);
+        let again = Room::builder(room::config())
+            .log(room::archive_at(&large))
+            .clock(std::sync::Arc::new(crate::clock::ManualClock::new(end)))
+            .build()
+            .unwrap();
+        again.read(None, None, 1).unwrap();
+        let at_end = format!("u{}", 4 * MAX_MUTES - 1);
+        assert_eq!(
+            room::say(&again, &at_end, "hi").unwrap_err().code(),
+            "muted"
+        );
+        assert!(room::say(&again, "u0", "hi").is_ok());
+        std::fs::remove_file(small).unwrap();
+        std::fs::remove_file(large).unwrap();
+    }
+
+    #[test]
+    fn a_retraction_of_a_time_after_every_message_is_refused_and_ignored() {
+        let clock = room::manual("2020-08-11T22:00:00Z");
+        let (room, path) = room::on_archive("future", clock.clone());
+        let sent = room::say(&room, "ann", "real").unwrap();
+        let err = room::act(&room, r#"{"retract":"2020-08-11T22:00:01Z"}"#).unwrap_err();
+        assert_eq!(err.code(), "invalid_message");
+        assert!(err.to_string().contains("later than"), "{err}");
+        let retracted = room::retract(&room, &sent);
+        drop(room);
+        // An archive (forged, or written before such retractions were
+        // refused) holding as many retractions of later times as are
+        // kept: they must not push the real one out.
+        let start = at("2020-08-11T23:00:00Z");
+        let lines: String = (0..MAX_RETRACTIONS as i64)
+            .map(|i| {
+                let own = format_tim(start + TimeDelta::microseconds(i));
+                let later = format_tim(start + TimeDelta::days(1) + TimeDelta::microseconds(i));
+                format!(r#"{{"usr":"mo","msg":"m","mod":{{"retract":"{later}"}},"tim":"{own}"}}"#)
+                    + "\n"
+            })
+            .collect();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, lines.as_bytes()).unwrap();
+        let again = room::on_archive_again(&path);
+        let read = again.read(None, None, 3).unwrap();
+        assert!(!read.contains(&sent), "{read:?}");
+        let all = again.read(None, Some(start), 10).unwrap();
+        assert_eq!(all, [retracted], "the real retraction holds");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_muted_moderator_still_moderates_but_says_nothing_else() {
+        use crate::jwt::{Jwt, JwtConfig};
+        let room = Room::new(room::config());
+        room::act(&room, r#"{"mute":"mo","seconds":3600}"#).unwrap();
+        assert_eq!(room::say(&room, "mo", "hi").unwrap_err().code(), "muted");
+        let token = Jwt::new(JwtConfig::new(room::SECRET))
+            .mint_moderator("sub", "mo", None)
+            .unwrap();
+        let with_token = format!(r#"{{"usr":"mo","msg":"hi","jwt":"{token}"}}"#);
+        assert_eq!(
+            room::wait(&room, &with_token).unwrap_err().code(),
+            "muted",
+            "a moderator's token does not lift the mute"
+        );
+        let sent = room::say(&room, "ann", "hi").unwrap();
+        room::retract(&room, &sent);
+        room::act(&room, r#"{"mute":"mo","seconds":0}"#).unwrap();
+        assert!(room::say(&room, "mo", "free").is_ok());
     }
 
     #[test]

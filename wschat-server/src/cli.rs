@@ -18,7 +18,7 @@ const LIMITS: &str = "Limits";
 const LOGGING: &str = "Logging";
 
 /// wschat: a WebSocket chat server, a real-time public mailing list.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "wschat-server", version, about, long_about = None)]
 pub struct Cli {
     /// What to do; without a subcommand, run the server.
@@ -64,7 +64,7 @@ pub enum LogFormat {
 
 /// The server's options; each also reads the environment variable shown by
 /// `--help`.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 #[command(group = clap::ArgGroup::new("archives").args(["archive", "archive_dir"]).multiple(true))]
 pub struct Options {
     /// Address and port to listen on (port 0 picks a free one).
@@ -220,17 +220,17 @@ pub struct Options {
 
     /// Seconds between pings to an idle client.
     #[arg(help_heading = LIMITS, long, env = "WSCHAT_PING_INTERVAL", default_value_t = Config::DEFAULT_PING_INTERVAL, value_name = "S",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=Config::MAX_WAIT_SECONDS))]
     pub ping_interval: u64,
 
     /// Seconds without any frame from a client before it is closed.
     #[arg(help_heading = LIMITS, long, env = "WSCHAT_IDLE_TIMEOUT", default_value_t = Config::DEFAULT_IDLE_TIMEOUT, value_name = "S",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=Config::MAX_WAIT_SECONDS))]
     pub idle_timeout: u64,
 
     /// Seconds a TCP connection has to finish its upgrade.
     #[arg(help_heading = LIMITS, long, env = "WSCHAT_HANDSHAKE_TIMEOUT", default_value_t = Config::DEFAULT_HANDSHAKE_TIMEOUT, value_name = "S",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=Config::MAX_WAIT_SECONDS))]
     pub handshake_timeout: u64,
 
     /// Accept upgrades only from this Origin (repeatable); requests without

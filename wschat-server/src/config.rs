@@ -88,13 +88,17 @@ pub enum KeySource {
 }
 
 impl fmt::Debug for KeySource {
-    /// Never shows the secret: configurations end up in logs.
+    /// Never shows the secret, nor a URL's user info or query: a
+    /// configuration printed into a log must not carry credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::None => f.write_str("None"),
             KeySource::Secret(_) => f.write_str("Secret(..)"),
             KeySource::PublicKey(path) => f.debug_tuple("PublicKey").field(path).finish(),
-            KeySource::KeySet(source) => f.debug_tuple("KeySet").field(source).finish(),
+            KeySource::KeySet(source) => f
+                .debug_tuple("KeySet")
+                .field(&without_credentials(source))
+                .finish(),
         }
     }
 }
@@ -142,12 +146,34 @@ pub enum ArchivePlace {
 
 /// The Redis server and stream instances share (README, "Several
 /// instances (Redis)").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// E.g. `redis://127.0.0.1:6379/`.
     pub url: String,
     /// The stream's key.
     pub key: String,
+}
+
+impl fmt::Debug for RedisConfig {
+    /// Without the URL's password (README, Security, recommends one).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &without_credentials(&self.url))
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// `url` without user info, query or fragment, which can hold
+/// credentials; what is not a URL is shown as it is (a file's path).
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}{path}")
 }
 
 /// What one client may do, and how long it may take (README, "Limits").
@@ -184,6 +210,11 @@ impl Config {
     pub const DEFAULT_IDLE_TIMEOUT: u64 = 60;
     /// `--handshake-timeout`'s default, in seconds.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: u64 = 10;
+    /// The longest `--ping-interval`, `--idle-timeout` and
+    /// `--handshake-timeout`, in seconds: a day. Pings keep a quiet
+    /// client open for as long as it likes; longer waits only hold dead
+    /// connections, and deadlines far in the future overflow the clock.
+    pub const MAX_WAIT_SECONDS: u64 = 24 * 3600;
 
     /// The configuration the binary would run with for `args` (without
     /// the program name), for tests and embedding.
@@ -201,7 +232,15 @@ impl Config {
     /// anyone sign tokens; half a TLS pair; a key and an algorithm that
     /// do not go together. Messages are one line and never hold a secret.
     pub fn check(&self) -> Result<(), ConfigError> {
-        self.tokens.check()
+        self.tokens.check()?;
+        self.limits.check()?;
+        if self.send_queue == 0 {
+            return Err(ConfigError::Range {
+                option: "--send-queue",
+                bound: "at least 1",
+            });
+        }
+        Ok(())
     }
 
     /// The JWT secret's length in bytes when it is shorter than
@@ -282,6 +321,27 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Each wait between a second and [`Config::MAX_WAIT_SECONDS`], as
+    /// the command line takes them.
+    fn check(&self) -> Result<(), ConfigError> {
+        let range = 1..=Config::MAX_WAIT_SECONDS;
+        for (option, wait) in [
+            ("--ping-interval", self.ping_interval),
+            ("--idle-timeout", self.idle_timeout),
+            ("--handshake-timeout", self.handshake_timeout),
+        ] {
+            if wait.subsec_nanos() != 0 || !range.contains(&wait.as_secs()) {
+                return Err(ConfigError::Range {
+                    option,
+                    bound: "whole seconds from 1 to 86400 (a day)",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Tokens {
     /// Whether publishing needs a token at all.
     pub fn enabled(&self) -> bool {
@@ -290,7 +350,7 @@ impl Tokens {
 
     /// The rules for a shared secret, if that is the key: what the `token`
     /// subcommand signs with. Rules for a public key or key set need files
-    /// and the network: [`keys::load`](crate::keys::load) reads them.
+    /// and the network: [`run`](crate::run) reads them.
     pub fn secret_rules(&self) -> Option<JwtConfig> {
         match &self.keys {
             KeySource::Secret(secret) => {
@@ -361,16 +421,28 @@ impl TryFrom<Options> for Config {
                 missing: "--tls-cert",
             })?,
         };
+        // The command line refuses two of these; options can reach here
+        // other ways (a global flag after a subcommand, built by hand).
         let keys = match (o.jwt_secret, o.jwt_public_key, o.jwks) {
-            (Some(secret), _, _) => KeySource::Secret(secret),
-            (None, Some(path), _) => KeySource::PublicKey(path),
+            (Some(secret), None, None) => KeySource::Secret(secret),
+            (None, Some(path), None) => KeySource::PublicKey(path),
             (None, None, Some(source)) => KeySource::KeySet(source),
             (None, None, None) => KeySource::None,
+            _ => Err(ConfigError::Conflict(
+                "--jwt-secret, --jwt-public-key and --jwks",
+            ))?,
         };
+        if !(o.rate.is_finite() && o.rate >= 0.0) {
+            Err(ConfigError::Range {
+                option: "--rate",
+                bound: "a number of messages per second, 0 or more",
+            })?;
+        }
         let archive = match (o.archive, o.archive_dir) {
-            (Some(path), _) => Some(ArchivePlace::File(path)),
+            (Some(path), None) => Some(ArchivePlace::File(path)),
             (None, Some(dir)) => Some(ArchivePlace::Dir(dir)),
             (None, None) => None,
+            (Some(_), Some(_)) => Err(ConfigError::Conflict("--archive and --archive-dir"))?,
         }
         .map(|place| ArchiveConfig {
             place,
@@ -492,6 +564,80 @@ mod tests {
         ] {
             let e = Config::from_args(args).unwrap_err().to_string();
             assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_reach_debug_output() {
+        let c = Config::from_args([
+            "--redis",
+            "redis://:hunter2@h:6379/0",
+            "--jwks",
+            "https://u:pw@idp/certs?api_key=k1",
+            "--jwt-alg",
+            "ES256",
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["hunter2", "pw", "k1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("redis://h:6379/0") && shown.contains("https://idp/certs"));
+        assert_eq!(without_credentials("keys/set.json"), "keys/set.json");
+    }
+
+    #[test]
+    fn waits_and_rates_outside_their_range_are_refused_also_built_by_hand() {
+        for args in [
+            &["--idle-timeout", "86401"][..],
+            &["--ping-interval", "18446744073709551615"],
+            &["--rate", "NaN"],
+            &["--rate=-1"],
+            &["--rate", "inf"],
+        ] {
+            assert!(Config::from_args(args).is_err(), "{args:?}");
+        }
+        assert!(Config::from_args(["--idle-timeout", "86400"]).is_ok());
+        let mut c = Config::default();
+        c.limits.idle_timeout = Duration::ZERO;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("--idle-timeout")
+        );
+        let mut c = Config::default();
+        c.limits.handshake_timeout = Duration::from_secs(u64::MAX);
+        assert!(c.check().is_err());
+        let c = Config {
+            send_queue: 0,
+            ..Config::default()
+        };
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn two_key_sources_or_two_archives_are_refused_however_they_come() {
+        let mut o = Options::from_args(["--jwt-secret", "s"]).unwrap();
+        o.jwt_public_key = Some("k.pem".into());
+        let e = Config::try_from(o).unwrap_err().to_string();
+        assert!(e.contains("--jwt-public-key"), "{e}");
+        let mut o = Options::from_args(["--archive", "a"]).unwrap();
+        o.archive_dir = Some("d".into());
+        assert!(Config::try_from(o).is_err());
+        // A global flag after the subcommand gets past clap's conflicts.
+        let cli = <crate::Cli as clap::Parser>::try_parse_from([
+            "wschat-server",
+            "--jwt-public-key",
+            "k.pem",
+            "token",
+            "--jwt-secret",
+            "s",
+            "--usr",
+            "a",
+        ]);
+        if let Ok(cli) = cli {
+            assert!(Config::try_from(cli.options).is_err());
         }
     }
 

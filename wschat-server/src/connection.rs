@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::config::Limits;
 use crate::counted::Counted;
 use crate::messages::{fitting, largest_relayed};
 use crate::metrics::Metrics;
+use crate::server::ConnectionSlot;
 
 /// How long sending a close frame may take: a stalled peer that resumes
 /// reading within it still learns why it was closed.
@@ -67,6 +69,16 @@ impl std::fmt::Display for Ended {
             Ended::Error(e) => write!(f, "on error: {e}"),
         }
     }
+}
+
+/// A WebSocket connection once it is open and joined, as its task holds
+/// it for the connection's life.
+pub(crate) struct Open<S> {
+    pub ws: WebSocketStream<Counted<S>>,
+    pub member: Member,
+    /// Its place under `--max-connections`, and the server's state.
+    pub slot: ConnectionSlot,
+    pub peer: SocketAddr,
 }
 
 /// How a connection starts: joined, or resuming from a cursor.
@@ -250,129 +262,182 @@ where
 
 /// Serves a joined member until the connection ends.
 ///
-/// Takes the socket and the member by reference: the caller's task holds
-/// them, once, for the connection's whole life, and this future adds only
-/// the loop's own state. (Passed by value into an `async fn` they would be
-/// stored twice, as its argument and as the local moved from it: what a
-/// waiting connection costs is mostly this future, README "Performance".)
-pub(crate) async fn serve<S>(
-    ws: &mut WebSocketStream<S>,
-    member: &mut Member,
-    limits: &Limits,
-    metrics: &Metrics,
-) -> Ended
+/// Takes the connection by reference: the caller's task holds it, once,
+/// for the connection's whole life, and this future adds only the loop's
+/// own state. (Passed by value into an `async fn` it would be stored
+/// twice, as its argument and as the local moved from it, and each
+/// argument is kept beside the local made from it: what a waiting
+/// connection costs is mostly this future, README "Performance".)
+/// For the same reason the wait and the work are apart: while waiting, the
+/// task holds the keepalive timer, the publishes in flight and the
+/// `select!`'s futures; what an event needs written is a boxed future, so
+/// nothing of the work is stored beside the wait.
+pub(crate) async fn serve<S>(open: &mut Open<S>) -> Ended
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Each part is reached through `open` where it is used: a local
+    // naming one would be kept in the waiting state too.
     // Keepalive: one timer, re-armed only when it fires (incoming frames
     // just move `last_seen`), for the next ping or the idle deadline.
     let mut last_seen = Instant::now();
     let mut pinged = false;
-    let keepalive = tokio::time::sleep_until(last_seen + limits.ping_interval);
+    let keepalive = tokio::time::sleep_until(last_seen + open.slot.app.config.limits.ping_interval);
     tokio::pin!(keepalive);
-    // Publishes awaiting their commit, answered in order (a `VecDeque`
-    // allocates nothing until used: idle connections stay small).
-    let mut in_flight: VecDeque<Publish> = VecDeque::new();
+    // Publishes awaiting their commit, answered in order.
+    let mut in_flight = InFlight::default();
     loop {
-        tokio::select! {
-            // Shutdown closes the room: what is queued is written, then
-            // `recv` says `Closed`.
-            delivery = member.recv() => match delivery {
-                Ok(frame) => {
-                    // Boxed, like every write below: an idle connection's
-                    // task then holds only the small waiting state.
-                    let idle_at = last_seen + limits.idle_timeout;
-                    let written =
-                        Box::pin(write_queued(ws, member, frame, metrics, idle_at));
-                    if let Err(ended) = written.await {
-                        return ended;
-                    }
+        // The event ends in this block, before the write is awaited.
+        let write: Write<'_> = {
+            let event = tokio::select! {
+                // Shutdown closes the room: what is queued is written,
+                // then `recv` says `Closed`.
+                delivery = open.member.recv() => Event::Delivery(delivery),
+                outcome = next_outcome(&mut in_flight), if !in_flight.is_empty() => {
+                    Event::Outcome(outcome)
                 }
-                Err(RecvError::TooSlow) => return too_slow(metrics),
-                Err(_) => return Ended::Closed(CloseCode::Away, "server shutting down"),
-            },
-            outcome = next_outcome(&mut in_flight), if !in_flight.is_empty() => {
-                if let Some(err) = answer(outcome, metrics) {
-                    metrics.rejected(&err);
-                    let sent = ws.send(text_message(err.to_frame()));
-                    let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, member, metrics, idle_at);
-                    if let Err(ended) = Box::pin(sent).await {
-                        return ended;
-                    }
+                incoming = open.ws.next(), if in_flight.len() < MAX_IN_FLIGHT => Event::Incoming(incoming),
+                () = &mut keepalive => Event::Keepalive,
+            };
+            let metrics = &*open.slot.app.metrics;
+            let idle_at = last_seen + open.slot.app.config.limits.idle_timeout;
+            match event {
+                Event::Delivery(Ok(frame)) => Box::pin(write_queued(
+                    &mut open.ws,
+                    &mut open.member,
+                    frame,
+                    metrics,
+                    idle_at,
+                )),
+                Event::Delivery(Err(RecvError::TooSlow)) => return too_slow(metrics),
+                Event::Delivery(Err(_)) => {
+                    return Ended::Closed(CloseCode::Away, "server shutting down");
                 }
-            }
-            incoming = ws.next(), if in_flight.len() < MAX_IN_FLIGHT => {
-                last_seen = Instant::now();
-                pinged = false;
-                let reply = match incoming {
-                    None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
-                        return Ended::ByClient;
-                    }
-                    Some(Err(WsError::Capacity(_))) => {
-                        return Ended::Closed(CloseCode::Size, "message too large");
-                    }
-                    Some(Err(WsError::Utf8(_))) => {
-                        return Ended::Closed(CloseCode::Invalid, "invalid UTF-8 in a text frame");
-                    }
-                    Some(Err(WsError::Protocol(_))) => {
-                        return Ended::Closed(CloseCode::Protocol, "protocol error");
-                    }
-                    Some(Err(e)) => return Ended::Error(e),
-                    Some(Ok(Message::Text(text))) => {
-                        metrics.received();
-                        let mut publish = member.publish(&text);
-                        // Answered now when the log has already committed
-                        // it (always, in memory) and nothing is ahead of it.
-                        match in_flight.is_empty().then(|| publish.try_outcome()).flatten() {
-                            Some(outcome) => answer(outcome, metrics),
-                            None => {
-                                in_flight.push_back(publish);
-                                None
+                Event::Outcome(outcome) => match answer(outcome, metrics) {
+                    Some(err) => reject(&mut open.ws, &open.member, metrics, err, idle_at),
+                    None => continue,
+                },
+                Event::Incoming(incoming) => {
+                    last_seen = Instant::now();
+                    pinged = false;
+                    let reply = match incoming {
+                        None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                            return Ended::ByClient;
+                        }
+                        Some(Err(WsError::Capacity(_))) => {
+                            return Ended::Closed(CloseCode::Size, "message too large");
+                        }
+                        Some(Err(WsError::Utf8(_))) => {
+                            return Ended::Closed(
+                                CloseCode::Invalid,
+                                "invalid UTF-8 in a text frame",
+                            );
+                        }
+                        Some(Err(WsError::Protocol(_))) => {
+                            return Ended::Closed(CloseCode::Protocol, "protocol error");
+                        }
+                        Some(Err(e)) => return Ended::Error(e),
+                        Some(Ok(Message::Text(text))) => {
+                            metrics.received();
+                            let mut publish = open.member.publish(&text);
+                            // Answered now when the log has already
+                            // committed it (always, in memory) and nothing
+                            // is ahead of it.
+                            match in_flight
+                                .is_empty()
+                                .then(|| publish.try_outcome())
+                                .flatten()
+                            {
+                                Some(outcome) => answer(outcome, metrics),
+                                None => {
+                                    in_flight.push_back(publish);
+                                    None
+                                }
                             }
                         }
+                        Some(Ok(Message::Binary(_))) => {
+                            metrics.received();
+                            Some(
+                                open.member
+                                    .check_rate()
+                                    .err()
+                                    .unwrap_or(PublishError::Unsupported),
+                            )
+                        }
+                        // Pongs to pings are queued by tungstenite itself;
+                        // a close from the client is answered the same way.
+                        Some(Ok(_)) => None,
+                    };
+                    match reply {
+                        // `last_seen` is now: the idle deadline moved.
+                        Some(err) => {
+                            let idle_at = last_seen + open.slot.app.config.limits.idle_timeout;
+                            reject(&mut open.ws, &open.member, metrics, err, idle_at)
+                        }
+                        None => continue,
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        metrics.received();
-                        Some(member.check_rate().err().unwrap_or(PublishError::Unsupported))
+                }
+                Event::Keepalive => {
+                    let now = Instant::now();
+                    if now >= idle_at {
+                        return idle_close();
                     }
-                    // Pongs to pings are queued by tungstenite itself; a
-                    // close from the client is answered the same way.
-                    Some(Ok(_)) => None,
-                };
-                if let Some(err) = reply {
-                    metrics.rejected(&err);
-                    let sent = ws.send(text_message(err.to_frame()));
-                    let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, member, metrics, idle_at);
-                    if let Err(ended) = Box::pin(sent).await {
-                        return ended;
+                    let ping =
+                        !pinged && now >= last_seen + open.slot.app.config.limits.ping_interval;
+                    pinged |= ping;
+                    // Nothing is read while the ping is written, so
+                    // `last_seen` cannot move meanwhile: the timer is
+                    // re-armed for the same instant as after the write.
+                    let next = if pinged {
+                        open.slot.app.config.limits.idle_timeout
+                    } else {
+                        open.slot.app.config.limits.ping_interval
+                    };
+                    keepalive.as_mut().reset(last_seen + next);
+                    if !ping {
+                        continue;
                     }
+                    let sent = open.ws.send(Message::Ping(Default::default()));
+                    Box::pin(unless_stalled(sent, &open.member, metrics, idle_at))
                 }
             }
-            () = &mut keepalive => {
-                let now = Instant::now();
-                if now >= last_seen + limits.idle_timeout {
-                    return idle_close();
-                }
-                if !pinged && now >= last_seen + limits.ping_interval {
-                    pinged = true;
-                    let sent = ws.send(Message::Ping(Default::default()));
-                    let idle_at = last_seen + limits.idle_timeout;
-                    let sent = unless_stalled(sent, member, metrics, idle_at);
-                    if let Err(ended) = Box::pin(sent).await {
-                        return ended;
-                    }
-                }
-                let next = if pinged { limits.idle_timeout } else { limits.ping_interval };
-                keepalive.as_mut().reset(last_seen + next);
-            }
+        };
+        if let Err(ended) = write.await {
+            return ended;
         }
     }
 }
 
+/// What the serving loop woke up for.
+enum Event {
+    Delivery(Result<Frame, RecvError>),
+    Outcome(Result<Frame, PublishError>),
+    Incoming(Option<Result<Message, WsError>>),
+    Keepalive,
+}
+
+/// A write the serving loop awaits: one pointer in its state, whichever
+/// write it is.
+type Write<'a> = Pin<Box<dyn Future<Output = Result<(), Ended>> + Send + 'a>>;
+
+/// Counts a rejected frame and writes its error frame.
+fn reject<'a, S>(
+    ws: &'a mut WebSocketStream<S>,
+    member: &'a Member,
+    metrics: &'a Metrics,
+    err: PublishError,
+    idle_at: Instant,
+) -> Write<'a>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    metrics.rejected(&err);
+    let sent = ws.send(text_message(err.to_frame()));
+    Box::pin(unless_stalled(sent, member, metrics, idle_at))
+}
+
 /// The outcome of the oldest publish in flight, once it is known.
-async fn next_outcome(in_flight: &mut VecDeque<Publish>) -> Result<Frame, PublishError> {
+async fn next_outcome(in_flight: &mut InFlight) -> Result<Frame, PublishError> {
     let outcome = poll_fn(|cx| match in_flight.front_mut() {
         Some(oldest) => Pin::new(oldest).poll(cx),
         None => Poll::Pending,
@@ -380,6 +445,37 @@ async fn next_outcome(in_flight: &mut VecDeque<Publish>) -> Result<Frame, Publis
     .await;
     in_flight.pop_front();
     outcome
+}
+
+/// The publishes of one connection awaiting their commit, oldest first.
+/// Behind a pointer, allocated on the first one: most connections never
+/// wait for a commit (the in-memory log commits at once), and a waiting
+/// connection then holds one pointer instead of a `VecDeque` (README,
+/// "Where a waiting connection's memory goes").
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the point: one pointer while empty
+struct InFlight(Option<Box<VecDeque<Publish>>>);
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |queue| queue.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, publish: Publish) {
+        self.0.get_or_insert_default().push_back(publish);
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Publish> {
+        self.0.as_mut()?.front_mut()
+    }
+
+    fn pop_front(&mut self) -> Option<Publish> {
+        self.0.as_mut()?.pop_front()
+    }
 }
 
 /// Counts a publish's outcome; the error frame to send, if any.

@@ -50,6 +50,17 @@ pub enum ConfigError {
     /// Half a TLS pair.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Options that exclude each other, given together.
+    #[error("{0}: give one of them")]
+    Conflict(&'static str),
+    /// A value the server cannot run with.
+    #[error("{option} must be {bound}")]
+    Range {
+        /// The option.
+        option: &'static str,
+        /// What it must be.
+        bound: &'static str,
+    },
     /// A key and an algorithm that do not go together.
     #[error(transparent)]
     Keys(#[from] KeysError),

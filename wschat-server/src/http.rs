@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures_util::future;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -25,10 +26,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
-use wschat_core::Member;
 
 use crate::assets::Body;
-use crate::connection::{self, Start};
+use crate::connection::{self, Open, Start};
 use crate::counted::Counted;
 use crate::messages;
 use crate::server::{App, ConnectionSlot};
@@ -229,15 +229,6 @@ enum Handover {
     Tls(Box<Handed<TlsStream<TcpStream>>>),
 }
 
-/// A WebSocket connection once it is open and joined, as its task holds
-/// it for the connection's life.
-struct Open<S> {
-    ws: WebSocketStream<Counted<S>>,
-    member: Member,
-    slot: ConnectionSlot,
-    peer: SocketAddr,
-}
-
 /// An upgraded connection's task. Its future is most of what a waiting
 /// connection costs (README, Performance), so it holds each part once:
 /// the setup by pointer until the socket is open (the opening is boxed,
@@ -245,10 +236,19 @@ struct Open<S> {
 /// own state beside it. A TLS connection's state is larger, so it is
 /// boxed: plain connections do not carry its size.
 async fn serve_upgraded(setup: Box<Setup>) {
-    match Box::pin(handover(setup)).await {
-        Some(Handover::Tcp(handed)) => serve_handed(handed).await,
-        Some(Handover::Tls(handed)) => Box::pin(serve_handed(handed)).await,
-        None => {}
+    // Bound whole and moved on, so the task keeps no copy of it.
+    let Some(handover) = Box::pin(handover(setup)).await else {
+        return;
+    };
+    serve_handover(handover).await;
+}
+
+/// Serves a handed-over socket: a plain one in the task itself, a TLS
+/// one behind a pointer.
+fn serve_handover(handover: Handover) -> impl Future<Output = ()> + Send {
+    match handover {
+        Handover::Tcp(handed) => future::Either::Left(serve_handed(handed)),
+        Handover::Tls(handed) => future::Either::Right(Box::pin(serve_handed(handed))),
     }
 }
 
@@ -308,19 +308,12 @@ async fn handover(setup: Box<Setup>) -> Option<Handover> {
 /// Serves one handed-over socket until the connection ends.
 async fn serve_handed<S>(handed: Box<Handed<S>>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let Some(mut open) = Box::pin(open(handed)).await else {
         return;
     };
-    let app = &open.slot.app;
-    let ended = connection::serve(
-        &mut open.ws,
-        &mut open.member,
-        &app.config.limits,
-        &app.metrics,
-    )
-    .await;
+    let ended = connection::serve(&mut open).await;
     // Out of the room before the close handshake's linger.
     drop(open.member);
     connection::finish(&mut open.ws, &ended).await;
@@ -433,5 +426,19 @@ mod tests {
         assert!(is_upgrade(&h));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         assert!(!is_upgrade(&h));
+    }
+
+    fn returned<A, R>(_: impl FnOnce(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// README, "Where a waiting connection's memory goes": tokio keeps a
+    /// task's future in a cell with 104 bytes of its own (header,
+    /// scheduler, id, stage tag, trailer), rounded up to 128-byte lines.
+    /// A waiting connection's task is that cell: it fits in 1 KiB.
+    #[test]
+    fn a_connection_task_fits_in_one_kib() {
+        let future = returned(serve_upgraded);
+        assert!(future + 104 <= 1024, "the task's future is {future} bytes");
     }
 }

@@ -13,13 +13,14 @@ mod counted;
 mod error;
 mod http;
 mod jwks;
-pub mod keys;
+mod keys;
 mod messages;
 mod metrics;
 mod redis_log;
 mod server;
 pub mod signals;
 mod tls;
+mod trim;
 mod warn_every;
 
 use std::future::Future;
@@ -185,6 +186,7 @@ pub async fn run(
     // connection task it spawns then starts on a worker's own queue
     // instead of waking a worker through the shared one.
     let accepting = tokio::spawn(server::accept(listener, app.clone()));
+    let trimming = tokio::spawn(trim::after_bursts(Arc::downgrade(&app)));
     shutdown.await;
     info!("shutting down");
     let _ = stop.send(true);
@@ -194,6 +196,7 @@ pub async fn run(
         backplane.stop();
     }
     rotation.abort();
+    trimming.abort();
     drop(refresher);
     drop(app);
     if timeout(SHUTDOWN_GRACE, all_done.recv()).await.is_err() {

@@ -12,16 +12,16 @@ use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::prelude::*;
 use wschat_core::Jwt;
 use wschat_server::cli::{LogFormat, TokenArgs};
-use wschat_server::{Cli, Command, Config};
+use wschat_server::{Cli, Command, Config, Options};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = Config::try_from(cli.options)
-        .map_err(|e| e.to_string())
-        .and_then(|config| match &cli.command {
-            Some(Command::Token(args)) => token(&config, args),
-            None => serve(config),
-        });
+    let Cli { command, options } = Cli::parse();
+    let result = match &command {
+        Some(Command::Token(args)) => token(options, args),
+        None => Config::try_from(options)
+            .map_err(|e| e.to_string())
+            .and_then(serve),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -67,11 +67,17 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-fn token(config: &Config, args: &TokenArgs) -> Result<(), String> {
-    let rules = config.tokens.secret_rules().ok_or(
-        "token: signing needs a shared secret: set JWT_SECRET (or --jwt-secret); \
-         with --jwt-public-key or --jwks, the identity provider issues tokens",
-    )?;
+/// Why `token` cannot sign without a secret (README, JWT mode): said
+/// before anything else is checked.
+const NO_SECRET: &str = "token: signing needs a shared secret: set JWT_SECRET (or --jwt-secret); \
+                         with --jwt-public-key or --jwks, the identity provider issues tokens";
+
+fn token(options: Options, args: &TokenArgs) -> Result<(), String> {
+    if options.jwt_secret.is_none() {
+        return Err(NO_SECRET.to_owned());
+    }
+    let config = Config::try_from(options).map_err(|e| e.to_string())?;
+    let rules = config.tokens.secret_rules().ok_or(NO_SECRET)?;
     rules.check().map_err(|e| format!("token: {e}"))?;
     if config.tokens.validate_exp && args.exp.is_none() {
         // The server would refuse the token (README, JWT mode).

@@ -249,6 +249,14 @@ impl Engine {
         (frame, rx)
     }
 
+    /// The latest `tim` any message has now: the clock's, or the last
+    /// stamped or delivered if that is later. A message's `tim` is never
+    /// later.
+    pub fn latest_tim(&self) -> DateTime<Utc> {
+        let last = lock(&self.order).last_tim;
+        self.clock.now().max(last)
+    }
+
     /// Queues frames a shared log has committed, in its order, to be
     /// written to this room's log and relayed.
     pub fn deliver(&self, frames: impl IntoIterator<Item = Frame>) -> Vec<Receipt> {

@@ -19,8 +19,11 @@ use crate::rate::TokenBucket;
 /// publish rate. Dropping it leaves the room.
 pub struct Member {
     pub(super) room: Room,
-    /// History still to deliver, before the ring.
-    pub(super) replay: std::vec::IntoIter<Frame>,
+    /// History still to deliver, before the ring; `None` once delivered
+    /// (or when there was none), so a waiting member holds one pointer,
+    /// not an iterator (README, "Where a waiting connection's memory
+    /// goes").
+    pub(super) replay: Option<Box<std::vec::IntoIter<Frame>>>,
     pub(super) ring: broadcast::Receiver<Frame>,
     pub(super) too_slow: bool,
     pub(super) bucket: Option<TokenBucket>,
@@ -33,7 +36,7 @@ impl Member {
     /// ring behind (messages it has not read were overwritten), and with
     /// [`RecvError::Closed`] after [`Room::close`] once the rest is read.
     pub async fn recv(&mut self) -> Result<Frame, RecvError> {
-        if let Some(frame) = self.replay.next() {
+        if let Some(frame) = self.next_replayed() {
             return Ok(frame);
         }
         if self.too_slow {
@@ -61,7 +64,7 @@ impl Member {
     /// # });
     /// ```
     pub fn try_recv(&mut self) -> Result<Option<Frame>, RecvError> {
-        if let Some(frame) = self.replay.next() {
+        if let Some(frame) = self.next_replayed() {
             return Ok(Some(frame));
         }
         if self.too_slow {
@@ -95,6 +98,16 @@ impl Member {
     /// ```
     pub fn is_too_slow(&self) -> bool {
         self.too_slow || self.ring.len() > self.room.shared.config.send_queue.next_power_of_two()
+    }
+
+    /// The next frame of the history to replay, freeing it once done.
+    fn next_replayed(&mut self) -> Option<Frame> {
+        let replay = self.replay.as_mut()?;
+        let frame = replay.next();
+        if frame.is_none() {
+            self.replay = None;
+        }
+        frame
     }
 
     fn fail_too_slow<T>(&mut self) -> Result<T, RecvError> {

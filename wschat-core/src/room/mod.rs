@@ -21,13 +21,13 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, format_tim};
 use crate::error::{LogError, PublishError};
 use crate::frame::Frame;
 use crate::jwt::Jwt;
 use crate::log::{Log, MemoryLog, SharedLog};
 use crate::message::Message;
-use crate::moderation::{self, Action, Mutes, Rebuild, Retractions};
+use crate::moderation::{self, Action, Rebuild};
 use crate::rate::TokenBucket;
 
 use commit::{Engine, State, lock};
@@ -157,10 +157,7 @@ impl RoomBuilder {
         for frame in &recent {
             in_history.line(frame.as_str());
         }
-        let (mut retractions, mut mutes) = (Retractions::default(), Mutes::default());
-        for acted in in_history.finish() {
-            moderation::apply(&acted, &mut retractions, &mut mutes);
-        }
+        let (retractions, mutes) = in_history.into_parts();
         let state = State::new(config.send_queue, config.history, recent, retractions);
         let engine = Engine::start(self.clock, self.log, self.shared_log, state, mutes);
         if self.rebuild {
@@ -269,7 +266,7 @@ impl Room {
 
     fn member(&self, replay: Vec<Frame>, ring: broadcast::Receiver<Frame>) -> Member {
         Member {
-            replay: replay.into_iter(),
+            replay: (!replay.is_empty()).then(|| Box::new(replay.into_iter())),
             ring,
             too_slow: false,
             bucket: self
@@ -305,7 +302,7 @@ impl Room {
 
     /// Parses and authorizes a frame: its token, a moderation action
     /// (only a moderator's, and well-formed: README, "Moderation"), and
-    /// whether its `usr` is muted.
+    /// whether its `usr` is muted (actions are not refused by a mute).
     fn check<'a>(&self, frame: &'a str) -> Result<Message<'a>, PublishError> {
         let message = Message::parse(frame)?;
         let claims = match &self.shared.jwt {
@@ -324,7 +321,18 @@ impl Room {
                     "only a moderator's token may send \"mod\"".into(),
                 ));
             }
-            Action::from_raw(action)?;
+            if let Action::Retract { tim } = Action::from_raw(action)?
+                && tim > self.shared.engine.latest_tim()
+            {
+                return Err(PublishError::InvalidMessage(format!(
+                    "\"mod\": \"retract\" names {}, later than every message",
+                    format_tim(tim)
+                )));
+            }
+            // A moderator is trusted with actions even while muted (a
+            // mute of their name, or of a shared one, must not stop them
+            // lifting it); the mute holds for their other messages.
+            return Ok(message);
         }
         if let Some(until) = self.shared.engine.muted_until(message.usr()) {
             return Err(moderation::muted(message.usr(), until));

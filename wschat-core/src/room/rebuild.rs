@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::commit::{Engine, lock};
 use crate::error::LogError;
 use crate::log::{Log, SharedLog, scan_pages};
-use crate::moderation::{Action, Moderated, Rebuild};
+use crate::moderation::Rebuild;
 
 /// How long a read by cursor waits for the moderation state before it
 /// fails (`unavailable` for a transport), a huge archive still being read.
@@ -23,6 +23,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The first wait before reading again after a failed read; it doubles.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How many read-back decisions are merged under one hold of a lock.
+const MERGE_CHUNK: usize = 1024;
 
 /// Whether the moderation state has been read back, and why not yet.
 #[derive(Debug, Default)]
@@ -74,17 +76,21 @@ impl Rebuilt {
     }
 }
 
-/// Every action the logs hold, oldest first, each once.
-fn read_back(log: &dyn Log, shared: Option<&dyn SharedLog>) -> Result<Vec<Moderated>, LogError> {
-    let mut rebuild = Rebuild::default();
-    log.scan(&mut |line| rebuild.line(line))?;
+/// What the actions each log holds decide, read a line at a time: each
+/// log in its own order, so each is read back as the room applied it.
+fn read_back(log: &dyn Log, shared: Option<&dyn SharedLog>) -> Result<Vec<Rebuild>, LogError> {
+    let mut own = Rebuild::default();
+    log.scan(&mut |line| own.line(line))?;
+    let mut rebuilds = vec![own];
     if let Some(shared) = shared {
+        let mut stream = Rebuild::default();
         scan_pages(
             |after, limit| shared.read_after(after, limit),
-            &mut |line| rebuild.line(line),
+            &mut |line| stream.line(line),
         )?;
+        rebuilds.push(stream);
     }
-    Ok(rebuild.finish())
+    Ok(rebuilds)
 }
 
 impl Engine {
@@ -95,7 +101,7 @@ impl Engine {
         let (log, shared) = (self.log_arc(), self.shared_arc());
         if !log.blocks() && shared.is_none() {
             match read_back(log.as_ref(), None) {
-                Ok(actions) => self.merge(&actions),
+                Ok(rebuilds) => self.merge(rebuilds),
                 Err(e) => self.rebuilt.failed(e),
             }
             self.rebuilt.finish();
@@ -108,21 +114,29 @@ impl Engine {
         if spawned.is_err() {
             // No thread: read it here, once.
             let (log, shared) = (self.log_arc(), self.shared_arc());
-            if let Ok(actions) = read_back(log.as_ref(), shared.as_deref()) {
-                self.merge(&actions);
+            if let Ok(rebuilds) = read_back(log.as_ref(), shared.as_deref()) {
+                self.merge(rebuilds);
             }
             self.rebuilt.finish();
         }
     }
 
-    /// Applies actions read back from the logs.
-    fn merge(&self, actions: &[Moderated]) {
-        let mut state = lock(&self.state);
-        let mut mutes = lock(&self.mutes);
-        for acted in actions {
-            match acted.action() {
-                Action::Retract { tim } => state.retract(*tim),
-                _ => mutes.apply(acted),
+    /// Applies what was read back from the logs, a chunk at a time under
+    /// each lock, so relaying and publishing meanwhile wait for one chunk
+    /// at most. Relayed actions are never undone: a later decision about
+    /// a name wins, and retractions only add up.
+    fn merge(&self, rebuilds: Vec<Rebuild>) {
+        for rebuild in rebuilds {
+            let (retractions, mutes) = rebuild.into_parts();
+            let mut tims = retractions.into_tims().peekable();
+            while tims.peek().is_some() {
+                let mut state = lock(&self.state);
+                for tim in tims.by_ref().take(MERGE_CHUNK) {
+                    state.retract(tim);
+                }
+            }
+            for chunk in mutes.into_decisions().chunks(MERGE_CHUNK) {
+                lock(&self.mutes).merge(chunk);
             }
         }
     }
@@ -137,8 +151,8 @@ fn rebuild_until_done(engine: &Weak<Engine>, log: &dyn Log, shared: Option<&dyn 
             return;
         };
         match outcome {
-            Ok(actions) => {
-                engine.merge(&actions);
+            Ok(rebuilds) => {
+                engine.merge(rebuilds);
                 engine.rebuilt.finish();
                 return;
             }
@@ -153,7 +167,11 @@ fn rebuild_until_done(engine: &Weak<Engine>, log: &dyn Log, shared: Option<&dyn 
 #[cfg(test)]
 impl super::Room {
     /// Applies `actions` as if read back from the log, for tests.
-    pub(crate) fn merge_read_back(&self, actions: &[Moderated]) {
-        self.shared.engine.merge(actions);
+    pub(crate) fn merge_read_back(&self, actions: &[crate::moderation::Moderated]) {
+        let mut rebuild = Rebuild::default();
+        for acted in actions {
+            rebuild.apply(acted);
+        }
+        self.shared.engine.merge(vec![rebuild]);
     }
 }

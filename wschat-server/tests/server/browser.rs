@@ -714,6 +714,59 @@ async fn a_moderator_retracts_a_message_and_it_vanishes_from_every_page() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retraction_naming_the_instant_in_another_form_hides_the_message() {
+    // README, "Moderation": a retraction names a message by its `tim` in
+    // any RFC 3339 form, and is relayed as the moderator sent it.
+    let secret = "browser-moderation-secret-of-32-bytes";
+    let server = TestServer::start(&["--jwt-secret", secret, "--jwt-optional"]).await;
+    let driver = Driver::start();
+    let ann = driver.browser().await;
+    open_as(&ann, server.addr, "ann").await;
+    let mut mo = server.client().await;
+    say(&ann, "buy cheap pills").await;
+    say(&ann, "a fine message").await;
+    let pills = mo.recv().await;
+    assert_eq!(pills["msg"], "buy cheap pills");
+    wait_until(&ann, "ann's messages", &shown("a fine message")).await;
+    let tim: chrono::DateTime<chrono::Utc> = pills["tim"].as_str().unwrap().parse().unwrap();
+    // The same instant, an hour east of UTC.
+    let east = chrono::FixedOffset::east_opt(3600).unwrap();
+    let other = tim
+        .with_timezone(&east)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+    assert_ne!(other, pills["tim"].as_str().unwrap());
+    let token = wschat_core::Jwt::new(wschat_core::JwtConfig::new(secret))
+        .mint_moderator("sub", "mo", None)
+        .unwrap();
+    mo.send(
+        &json!({"usr": "mo", "msg": "Retracted a message from ann.", "mod": {"retract": other}, "jwt": token})
+            .to_string(),
+    )
+    .await;
+    wait_until(
+        &ann,
+        "the retraction's words",
+        &shown("Retracted a message from ann."),
+    )
+    .await;
+    wait_until(
+        &ann,
+        "the retracted message gone",
+        &format!("!{}", shown("buy cheap pills")),
+    )
+    .await;
+    assert_eq!(
+        ann.execute(&format!("return {};", shown("a fine message")), vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "only that one"
+    );
+    ann.close().await.unwrap();
+    server.stop().await;
+}
+
 /// JS: the text of every message shown, in order.
 const ALL_SHOWN: &str =
     "return [...document.querySelectorAll('#messages li .msg')].map(e => e.textContent);";

@@ -451,6 +451,42 @@ async fn malformed_actions_are_invalid_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retraction_of_a_time_after_every_message_is_refused() {
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-optional"]).await;
+    let mut c = server.client().await;
+    let mut listener = server.client().await;
+    let sent = publish(&mut c, &chat("ann", "real")).await;
+    listener.recv().await;
+    c.send(&retract("2999-01-01T00:00:00Z")).await;
+    let err = c.recv().await;
+    assert_eq!(err["err"], "invalid_message", "{err}");
+    let detail = err["detail"].as_str().unwrap();
+    assert!(detail.contains("later than every message"), "{err}");
+    listener.expect_silence(200).await;
+    // A message's own `tim` still retracts it.
+    let action = publish(&mut c, &retract(sent["tim"].as_str().unwrap())).await;
+    assert_eq!(listener.recv().await, action);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_muted_moderator_still_moderates_but_says_nothing_else() {
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-optional"]).await;
+    let mut mo = server.client().await;
+    let mut listener = server.client().await;
+    let muted = publish(&mut mo, &mute("mo", 3600)).await;
+    assert_eq!(listener.recv().await, muted);
+    let with_token = json!({"usr": "mo", "msg": "hi", "jwt": moderator("mo")}).to_string();
+    mo.expect_error(&with_token, "muted").await;
+    mo.expect_error(&chat("mo", "hi"), "muted").await;
+    listener.expect_silence(200).await;
+    let lifted = publish(&mut mo, &mute("mo", 0)).await;
+    assert_eq!(listener.recv().await, lifted);
+    publish(&mut mo, &chat("mo", "free again")).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn actions_are_counted_and_logged_without_the_token() {
     let (mut child, addr, log) = spawn_binary(&["--jwt-secret", SECRET, "--jwt-optional"]);
     let (_, body) = common::http_get(addr.parse().unwrap(), "/metrics", &[]).await;

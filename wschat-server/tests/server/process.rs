@@ -22,6 +22,12 @@ fn fails_with_one_line(args: &[&str], needle: &str) {
 fn bad_configuration_is_one_line_and_a_nonzero_exit() {
     fails_with_one_line(&["--listen", "not-an-address"], "--listen");
     fails_with_one_line(&["--jwt-alg", "RS256"], "RS256");
+    // A deadline this far away overflowed the clock in every connection.
+    fails_with_one_line(
+        &["--idle-timeout", "18446744073709551615"],
+        "--idle-timeout",
+    );
+    fails_with_one_line(&["--rate", "NaN"], "--rate");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = server().args(["--listen", &addr]).output().unwrap();
