@@ -34,10 +34,11 @@ pub use archive_dir::ArchiveDir;
 /// Storage the room writes every relayed message to, in relay order.
 ///
 /// The room calls `append` with every message stamped since the last call
-/// (group commit: while one batch is being written, the next one gathers),
-/// from one writer at a time, and relays a batch only once `append` has
-/// returned `Ok`. An error makes each message of the batch fail with
-/// `unavailable`; none of them is relayed.
+/// (group commit: while one batch is being written, the next one gathers;
+/// a log with a writer thread also waits up to 250 µs for more while
+/// messages stream in), from one writer at a time, and relays a batch only
+/// once `append` has returned `Ok`. An error makes each message of the
+/// batch fail with `unavailable`; none of them is relayed.
 ///
 /// A log whose `append` may block (a disk) is written from a thread of the
 /// room's own, so a slow or hung disk holds only the publishers awaiting

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{broadcast, oneshot};
@@ -122,12 +123,42 @@ impl State {
     }
 }
 
+/// How long the writer thread waits for more messages before it writes a
+/// batch, when the last batch was small and ended less than this long ago
+/// (a stream of messages, not a lone one): PostgreSQL's `commit_delay`.
+/// Writing to the page cache takes microseconds, so without it each batch
+/// held two or three messages and cost a thread wake-up and its context
+/// switches, several times the write (README, "What the archive costs").
+/// A few hundred microseconds is small next to a network round trip, and
+/// an idle room writes a lone message at once.
+const COMMIT_DELAY: Duration = Duration::from_micros(250);
+
+/// A batch this large needs no commit delay: the load already gathers
+/// messages, so the next batch is written as soon as it is seen, and a
+/// lingering writer stops waiting when the queue reaches it.
+const FULL_BATCH: usize = 64;
+
 /// Messages stamped, in order, and not yet handed to the log.
 struct Order {
     last_tim: DateTime<Utc>,
     queue: Vec<(Frame, DateTime<Utc>, Ack)>,
     /// Set when the room is gone: the writer thread ends.
     closed: bool,
+    /// What the writer thread waits for: publishers wake it only then, so
+    /// a message queued while it writes or lingers costs no system call.
+    writer: Waiting,
+}
+
+/// What the writer thread is waiting for, if anything.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// It is writing, or about to look at the queue.
+    Nothing,
+    /// The queue is empty and it sleeps until a message comes.
+    Message,
+    /// It lingers for more (the commit delay) until the queue holds a
+    /// full batch.
+    FullBatch,
 }
 
 /// The engine one room owns.
@@ -172,6 +203,7 @@ impl Engine {
                 last_tim,
                 queue: Vec::new(),
                 closed: false,
+                writer: Waiting::Nothing,
             }),
             queued: Condvar::new(),
             writing: Mutex::new(()),
@@ -207,13 +239,13 @@ impl Engine {
         order.last_tim = tim;
         let frame = Frame::from(message.render(&format_tim(tim)));
         match &self.shared {
-            Some(shared) => shared.append(Stamped::new(frame.clone(), tim, source), Ack(tx)),
+            Some(shared) => {
+                shared.append(Stamped::new(frame.clone(), tim, source), Ack(tx));
+                return (frame, rx);
+            }
             None => order.queue.push((frame.clone(), tim, Ack(tx))),
         }
-        drop(order);
-        if self.shared.is_none() {
-            self.kick();
-        }
+        self.kick(order);
         (frame, rx)
     }
 
@@ -240,31 +272,41 @@ impl Engine {
                 rx
             })
             .collect();
-        drop(order);
-        self.kick();
+        self.kick(order);
         receipts
     }
 
-    /// Gets the queue written: wakes the writer thread, or writes in place
-    /// when the log never blocks.
-    fn kick(&self) {
+    /// Gets the queue written: wakes the writer thread if it waits for
+    /// what the queue now holds, or writes in place when the log never
+    /// blocks.
+    fn kick(&self, mut order: MutexGuard<'_, Order>) {
         if self.threaded.load(std::sync::atomic::Ordering::Acquire) {
-            self.queued.notify_one();
+            let wake = match order.writer {
+                Waiting::Nothing => false,
+                Waiting::Message => true,
+                Waiting::FullBatch => order.queue.len() >= FULL_BATCH,
+            };
+            if wake {
+                order.writer = Waiting::Nothing;
+                drop(order);
+                self.queued.notify_one();
+            }
         } else {
+            drop(order);
             self.write_batch();
         }
     }
 
     /// Writes everything queued so far as one batch, then relays it.
-    /// Returns whether there was anything to write.
-    fn write_batch(&self) -> bool {
+    /// Returns how many messages it wrote.
+    fn write_batch(&self) -> usize {
         let _writing = lock(&self.writing);
         let batch = std::mem::take(&mut lock(&self.order).queue);
-        if batch.is_empty() {
-            return false;
+        let len = batch.len();
+        if len > 0 {
+            self.commit(batch);
         }
-        self.commit(batch);
-        true
+        len
     }
 
     fn commit(&self, batch: Vec<(Frame, DateTime<Utc>, Ack)>) {
@@ -323,18 +365,40 @@ impl Engine {
         mutes.until(usr, self.clock.now())
     }
 
-    /// The writer thread: writes batches until the room is gone.
+    /// The writer thread: writes batches until the room is gone. When the
+    /// last batch was small and recent, it first lingers for more (see
+    /// [`COMMIT_DELAY`]), so one wake-up serves many messages.
     fn write_forever(&self) {
+        // When the last batch was written, if it was small.
+        let mut small_batch_at: Option<Instant> = None;
         loop {
             let mut order = lock(&self.order);
             while order.queue.is_empty() && !order.closed {
+                order.writer = Waiting::Message;
                 order = self.queued.wait(order).unwrap_or_else(|e| e.into_inner());
             }
+            order.writer = Waiting::Nothing;
             if order.queue.is_empty() {
                 return;
             }
+            if let Some(at) = small_batch_at.filter(|at| at.elapsed() < COMMIT_DELAY) {
+                let until = at + COMMIT_DELAY;
+                while order.queue.len() < FULL_BATCH && !order.closed {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    order.writer = Waiting::FullBatch;
+                    order = self
+                        .queued
+                        .wait_timeout(order, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                order.writer = Waiting::Nothing;
+            }
             drop(order);
-            self.write_batch();
+            let len = self.write_batch();
+            small_batch_at = (len < FULL_BATCH).then(Instant::now);
         }
     }
 
@@ -360,7 +424,10 @@ impl Engine {
 
     /// Ends the writer thread once the queue is written.
     pub fn stop(&self) {
-        lock(&self.order).closed = true;
+        let mut order = lock(&self.order);
+        order.closed = true;
+        order.writer = Waiting::Nothing;
+        drop(order);
         self.queued.notify_all();
     }
 

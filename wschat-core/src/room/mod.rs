@@ -613,6 +613,77 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_of_messages_to_a_fast_log_is_written_in_few_batches() {
+        // A log as fast as the page cache: without a commit delay the
+        // writer thread would wake for nearly every message of a stream
+        // (README, "What the archive costs").
+        #[derive(Default)]
+        struct Fast(Mutex<Vec<usize>>);
+        impl Log for Fast {
+            fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+                self.0.lock().unwrap().push(frames.len());
+                Ok(())
+            }
+            fn recent(&self, _: usize) -> Result<Vec<Frame>, LogError> {
+                Ok(Vec::new())
+            }
+        }
+        let log = Arc::new(Fast::default());
+        let room = Room::with_log(unlimited(), log.clone()).unwrap();
+        let mut m = room.join();
+        let n = 300;
+        let mut publishes = Vec::new();
+        for i in 0..n {
+            // One message every 50 µs, as from busy publishers.
+            let at = std::time::Instant::now();
+            while at.elapsed() < std::time::Duration::from_micros(50) {
+                std::hint::spin_loop();
+            }
+            publishes.push(room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#)));
+        }
+        for publish in publishes {
+            wait(publish).unwrap();
+        }
+        assert_eq!(drain(&mut m).len(), n, "every message relayed");
+        let batches = log.0.lock().unwrap();
+        assert_eq!(batches.iter().sum::<usize>(), n);
+        assert!(
+            batches.len() <= n / 3,
+            "{} batches for {n} messages: {batches:?}",
+            batches.len()
+        );
+    }
+
+    #[test]
+    fn an_idle_room_writes_a_lone_message_at_once() {
+        use std::time::{Duration, Instant};
+        let log = Arc::new(MemoryLogThatBlocks);
+        let room = Room::with_log(unlimited(), log).unwrap();
+        for i in 0..20 {
+            std::thread::sleep(Duration::from_millis(2));
+            let at = Instant::now();
+            wait(room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#))).unwrap();
+            // Slack for a busy machine; the commit delay alone would show
+            // as about its own length on every message.
+            if at.elapsed() < Duration::from_micros(150) {
+                return;
+            }
+        }
+        panic!("no lone message was written at once");
+    }
+
+    /// A log that keeps nothing but is written from the writer thread.
+    struct MemoryLogThatBlocks;
+    impl Log for MemoryLogThatBlocks {
+        fn append(&self, _: &[Frame]) -> Result<(), LogError> {
+            Ok(())
+        }
+        fn recent(&self, _: usize) -> Result<Vec<Frame>, LogError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
     fn joining_never_waits_for_the_log() {
         use std::sync::mpsc;
         use std::time::Duration;
