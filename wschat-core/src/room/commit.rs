@@ -147,6 +147,10 @@ struct Order {
     /// What the writer thread waits for: publishers wake it only then, so
     /// a message queued while it writes or lingers costs no system call.
     writer: Waiting,
+    /// The queue holds frames a shared log delivered: they come a read at
+    /// a time, the next only once these are relayed, so lingering for
+    /// more would only delay them.
+    delivered: bool,
 }
 
 /// What the writer thread is waiting for, if anything.
@@ -180,6 +184,9 @@ pub(crate) struct Engine {
     /// place.
     threaded: std::sync::atomic::AtomicBool,
     pub state: Mutex<State>,
+    /// How many times the writer lingered, for tests.
+    #[cfg(test)]
+    pub(super) lingers: std::sync::atomic::AtomicUsize,
 }
 
 /// What a publisher awaits: its message's commit.
@@ -204,12 +211,15 @@ impl Engine {
                 queue: Vec::new(),
                 closed: false,
                 writer: Waiting::Nothing,
+                delivered: false,
             }),
             queued: Condvar::new(),
             writing: Mutex::new(()),
             mutes: Mutex::new(mutes),
             rebuilt: Default::default(),
             threaded: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            lingers: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(state),
         });
         if engine.log.blocks() {
@@ -272,6 +282,7 @@ impl Engine {
                 rx
             })
             .collect();
+        order.delivered = true;
         self.kick(order);
         receipts
     }
@@ -288,7 +299,8 @@ impl Engine {
             };
             if wake {
                 order.writer = Waiting::Nothing;
-                drop(order);
+                // Under the lock: were this thread preempted between the
+                // two, no later publisher would wake the writer.
                 self.queued.notify_one();
             }
         } else {
@@ -367,10 +379,15 @@ impl Engine {
 
     /// The writer thread: writes batches until the room is gone. When the
     /// last batch was small and recent, it first lingers for more (see
-    /// [`COMMIT_DELAY`]), so one wake-up serves many messages.
+    /// [`COMMIT_DELAY`]), so one wake-up serves many messages; it stops
+    /// lingering once a linger gathered nothing (one sender waiting for
+    /// each message's commit before the next: it would only wait), and
+    /// starts again when a batch holds more than one message.
     fn write_forever(&self) {
-        // When the last batch was written, if it was small.
-        let mut small_batch_at: Option<Instant> = None;
+        // When the last batch was written, if lingering for the next may
+        // pay: it was small, quickly written, and the last linger gathered.
+        let mut linger_after: Option<Instant> = None;
+        let mut lingering_pays = true;
         loop {
             let mut order = lock(&self.order);
             while order.queue.is_empty() && !order.closed {
@@ -381,10 +398,17 @@ impl Engine {
             if order.queue.is_empty() {
                 return;
             }
-            if let Some(at) = small_batch_at.filter(|at| at.elapsed() < COMMIT_DELAY) {
+            let delivered = std::mem::take(&mut order.delivered);
+            let recent = linger_after.filter(|at| at.elapsed() < COMMIT_DELAY);
+            let mut lingered = None;
+            if let Some(at) = recent.filter(|_| !delivered) {
+                let before = order.queue.len();
                 let until = at + COMMIT_DELAY;
                 while order.queue.len() < FULL_BATCH && !order.closed {
-                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    let Some(left) = until
+                        .checked_duration_since(Instant::now())
+                        .filter(|left| !left.is_zero())
+                    else {
                         break;
                     };
                     order.writer = Waiting::FullBatch;
@@ -395,10 +419,25 @@ impl Engine {
                         .0;
                 }
                 order.writer = Waiting::Nothing;
+                lingered = Some(order.queue.len() > before);
+                #[cfg(test)]
+                self.lingers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             drop(order);
+            let started = Instant::now();
             let len = self.write_batch();
-            small_batch_at = (len < FULL_BATCH).then(Instant::now);
+            // A linger that gathered nothing stops lingering; a batch of
+            // several messages (lingered for or not) starts it again.
+            lingering_pays = match lingered {
+                Some(gathered) => gathered,
+                None => lingering_pays || len > 1,
+            };
+            // A slow write (a sync, a slow disk) gathered the next batch
+            // already: no linger after it.
+            let quick = started.elapsed() < COMMIT_DELAY;
+            linger_after =
+                (lingering_pays && quick && len < FULL_BATCH && !delivered).then(Instant::now);
         }
     }
 

@@ -655,6 +655,27 @@ mod tests {
     }
 
     #[test]
+    fn one_sender_awaiting_each_commit_is_not_held_by_the_commit_delay() {
+        // Each message is sent once the last is committed, as by a client
+        // that waits for its echo, or the Redis reader: a linger could
+        // only wait. It is tried at most once, then no more.
+        let log = Arc::new(MemoryLogThatBlocks);
+        let room = Room::with_log(unlimited(), log).unwrap();
+        for i in 0..200 {
+            wait(room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#))).unwrap();
+        }
+        let lingers = room
+            .shared
+            .engine
+            .lingers
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            lingers <= 1,
+            "{lingers} lingers for 200 messages sent one at a time"
+        );
+    }
+
+    #[test]
     fn an_idle_room_writes_a_lone_message_at_once() {
         use std::time::{Duration, Instant};
         let log = Arc::new(MemoryLogThatBlocks);
