@@ -371,7 +371,7 @@ fn a_broken_swap_keeps_the_old_certificate() {
 /// Runs the binary with `args` (and `env`), expecting exit status 1 and
 /// exactly one line on stderr, holding `needle`.
 fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) {
-    let stderr = crate::common::refused_at_start(args, env, needle);
+    let (_, stderr) = crate::common::refused_at_start(args, env, needle);
     assert!(stderr.starts_with("wschat-server: "), "{stderr}");
 }
 

@@ -377,8 +377,13 @@ pub fn chat(usr: &str, msg: &str) -> String {
 /// `--listen`) and `env`, expecting it to refuse to start, at once: a
 /// non-zero exit, no panic, the first line on stderr holding `needle`. A
 /// refusal of wschat's own, rather than clap's usage text, is one line and
-/// exit status 1 (README, "Command line"). Returns stderr.
-pub fn refused_at_start(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
+/// exit status 1 (README, "Command line"). Returns the exit code and
+/// stderr.
+pub fn refused_at_start(
+    args: &[&str],
+    env: &[(&str, &str)],
+    needle: &str,
+) -> (Option<i32>, String) {
     use std::io::Read;
     use std::process::{Command, Stdio};
     use std::time::Instant;
@@ -424,5 +429,5 @@ pub fn refused_at_start(args: &[&str], env: &[(&str, &str)], needle: &str) -> St
         assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
-    stderr
+    (status.code(), stderr)
 }
