@@ -378,16 +378,13 @@ impl Engine {
     }
 
     /// The writer thread: writes batches until the room is gone. When the
-    /// last batch was small and recent, it first lingers for more (see
-    /// [`COMMIT_DELAY`]), so one wake-up serves many messages; it stops
-    /// lingering once a linger gathered nothing (one sender waiting for
-    /// each message's commit before the next: it would only wait), and
-    /// starts again when a batch holds more than one message.
+    /// last batch was small, quickly written and recent, it first lingers
+    /// for more (see [`COMMIT_DELAY`]), so one wake-up serves many
+    /// messages; never for frames a shared log delivered.
     fn write_forever(&self) {
         // When the last batch was written, if lingering for the next may
-        // pay: it was small, quickly written, and the last linger gathered.
+        // pay: it was small and quickly written.
         let mut linger_after: Option<Instant> = None;
-        let mut lingering_pays = true;
         loop {
             let mut order = lock(&self.order);
             while order.queue.is_empty() && !order.closed {
@@ -400,9 +397,7 @@ impl Engine {
             }
             let delivered = std::mem::take(&mut order.delivered);
             let recent = linger_after.filter(|at| at.elapsed() < COMMIT_DELAY);
-            let mut lingered = None;
             if let Some(at) = recent.filter(|_| !delivered) {
-                let before = order.queue.len();
                 let until = at + COMMIT_DELAY;
                 while order.queue.len() < FULL_BATCH && !order.closed {
                     let Some(left) = until
@@ -419,7 +414,6 @@ impl Engine {
                         .0;
                 }
                 order.writer = Waiting::Nothing;
-                lingered = Some(order.queue.len() > before);
                 #[cfg(test)]
                 self.lingers
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -427,17 +421,12 @@ impl Engine {
             drop(order);
             let started = Instant::now();
             let len = self.write_batch();
-            // A linger that gathered nothing stops lingering; a batch of
-            // several messages (lingered for or not) starts it again.
-            lingering_pays = match lingered {
-                Some(gathered) => gathered,
-                None => lingering_pays || len > 1,
-            };
             // A slow write (a sync, a slow disk) gathered the next batch
-            // already: no linger after it.
+            // already, and frames a shared log delivered come a read at a
+            // time, the next only once these are relayed: no linger after
+            // either.
             let quick = started.elapsed() < COMMIT_DELAY;
-            linger_after =
-                (lingering_pays && quick && len < FULL_BATCH && !delivered).then(Instant::now);
+            linger_after = (quick && len < FULL_BATCH && !delivered).then(Instant::now);
         }
     }
 

@@ -655,24 +655,32 @@ mod tests {
     }
 
     #[test]
-    fn one_sender_awaiting_each_commit_is_not_held_by_the_commit_delay() {
-        // Each message is sent once the last is committed, as by a client
-        // that waits for its echo, or the Redis reader: a linger could
-        // only wait. It is tried at most once, then no more.
+    fn frames_a_shared_log_delivers_are_written_without_lingering() {
+        // The Redis reader relays a read, then reads again once it is
+        // relayed: a commit delay could only hold each read back.
         let log = Arc::new(MemoryLogThatBlocks);
         let room = Room::with_log(unlimited(), log).unwrap();
+        let mut m = room.join();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let frame = |i: i64| {
+            let tim = crate::clock::format_tim(
+                chrono::DateTime::UNIX_EPOCH + chrono::TimeDelta::seconds(i),
+            );
+            Frame::from(format!(r#"{{"usr":"a","msg":"{i}","tim":"{tim}"}}"#))
+        };
         for i in 0..200 {
-            wait(room.publish(&format!(r#"{{"usr":"a","msg":"{i}"}}"#))).unwrap();
+            rt.block_on(room.deliver([frame(2 * i), frame(2 * i + 1)]))
+                .unwrap();
         }
+        assert_eq!(drain(&mut m).len(), 400, "every frame relayed");
         let lingers = room
             .shared
             .engine
             .lingers
             .load(std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            lingers <= 1,
-            "{lingers} lingers for 200 messages sent one at a time"
-        );
+        assert_eq!(lingers, 0, "lingered for delivered frames");
     }
 
     #[test]
