@@ -78,13 +78,7 @@ pub(crate) fn read_after(
         return Ok(Vec::new());
     };
     let start = match after {
-        Some(after) => match places
-            .and_then(|p| p.get(after))
-            .filter(|pos| *pos <= file.len)
-        {
-            Some(pos) => pos,
-            None => file.first_where(|tim| tim > after)?,
-        },
+        Some(after) => file.place(places, after, |tim| tim > after)?,
         None => 0,
     };
     let mut frames = Vec::new();
@@ -116,13 +110,7 @@ pub(crate) fn read_before(
         return Ok(Vec::new());
     };
     let mut end = match before {
-        Some(before) => match places
-            .and_then(|p| p.get(before))
-            .filter(|pos| *pos <= file.len)
-        {
-            Some(pos) => pos,
-            None => file.first_where(|tim| tim >= before)?,
-        },
+        Some(before) => file.place(places, before, |tim| tim >= before)?,
         None => file.len,
     };
     let mut frames = Vec::new();
@@ -152,14 +140,9 @@ const MAX_SCANNED_LINE: usize = 16 * 1024 * 1024;
 /// is a line longer than [`MAX_SCANNED_LINE`]).
 pub(crate) fn scan(path: &Path, each: &mut dyn FnMut(&str)) -> io::Result<()> {
     use std::io::BufRead;
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
+    let Some(Lines { file, .. }) = open(path)? else {
         return Ok(());
-    }
+    };
     let mut reader = io::BufReader::with_capacity(16 * CHUNK, file);
     let (mut line, mut too_long) = (Vec::new(), false);
     loop {
@@ -192,6 +175,8 @@ fn message(line: Vec<u8>) -> Option<Frame> {
     frame.tim().map(|_| frame)
 }
 
+/// The file at `path` to read; `None` when there is none, or it is not
+/// a regular file.
 fn open(path: &Path) -> io::Result<Option<Lines>> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -275,6 +260,24 @@ impl Lines {
             hi = lo;
         }
         Ok(0)
+    }
+
+    /// Where a read at `cursor` starts: where one ended at it before, as
+    /// `places` remembers (if still within the file), else the first
+    /// message line whose `tim` satisfies `pred`.
+    fn place(
+        &self,
+        places: Option<&Places>,
+        cursor: DateTime<Utc>,
+        pred: impl Fn(DateTime<Utc>) -> bool,
+    ) -> io::Result<u64> {
+        match places
+            .and_then(|p| p.get(cursor))
+            .filter(|pos| *pos <= self.len)
+        {
+            Some(pos) => Ok(pos),
+            None => self.first_where(pred),
+        }
     }
 
     /// The start of the first message line whose `tim` satisfies `pred`

@@ -280,7 +280,7 @@ impl CatchUp {
         let read = self.room.read_after(Some(self.cursor), limit)?;
         let Some(frames) = read else {
             // Nothing to read back: the in-memory history is all there is.
-            return Ok(Step::Live(self.join(page)));
+            return Ok(Step::Live(self.join(page, Replay::History)));
         };
         let full = frames.len() == limit;
         if let Some(tim) = frames.last().and_then(Frame::tim) {
@@ -290,43 +290,49 @@ impl CatchUp {
         if full {
             return Ok(Step::Page(page));
         }
-        Ok(Step::Live(self.join_window(page)))
+        Ok(Step::Live(self.join(page, Replay::Window)))
     }
 
-    /// Joins with `page` and the history after the cursor as replay (the
-    /// room keeps no log to read back).
-    fn join(&self, mut page: Vec<Frame>) -> Member {
+    /// Joins replaying `page`, then what the room holds after the cursor;
+    /// the ring then brings what is relayed after joining, so nothing
+    /// comes twice. [`Replay`] says what it holds (the history, or the
+    /// window after a short read).
+    fn join(&self, mut page: Vec<Frame>, replay: Replay) -> Member {
         let state = self.room.lock();
-        let ring = self.room.subscribe(&state);
-        let start = state.recent.len().saturating_sub(state.history_cap);
-        let after = start.max(state.recent.partition_point(|(t, _)| *t <= self.cursor));
-        page.extend(state.recent.range(after..).map(|(_, f)| f.clone()));
-        drop(state);
-        self.room.member(page, ring)
-    }
-
-    /// Joins after a short read (the log holds nothing more that was
-    /// relayed when it was read), replaying `page` and the room's window
-    /// of recent messages after the cursor; the ring then brings what is
-    /// relayed after joining, so nothing comes twice. Reads stop at the
-    /// last relayed `tim` and the window ends there, so the window holds
-    /// everything after the cursor, unless the log has lost messages the
-    /// window still holds (an archive rotated away, a Redis stream that
-    /// lost entries): then a gap notice says so, and the window is
-    /// replayed from its start.
-    fn join_window(&self, mut page: Vec<Frame>) -> Member {
-        let state = self.room.lock();
-        let after = state.recent.partition_point(|(t, _)| *t <= self.cursor);
-        let covered = after > 0 || state.last_tim().is_none_or(|last| last <= self.cursor);
-        if !covered {
-            let first = state.recent.front().map(|(t, _)| *t);
-            page.push(gap_notice(&crate::clock::format_tim(self.cursor), first));
+        let mut after = state.recent.partition_point(|(t, _)| *t <= self.cursor);
+        match replay {
+            Replay::History => {
+                let start = state.recent.len().saturating_sub(state.history_cap);
+                after = after.max(start);
+            }
+            Replay::Window => {
+                let covered = after > 0 || state.last_tim().is_none_or(|last| last <= self.cursor);
+                if !covered {
+                    let first = state.recent.front().map(|(t, _)| *t);
+                    page.push(gap_notice(&crate::clock::format_tim(self.cursor), first));
+                }
+            }
         }
         let ring = self.room.subscribe(&state);
         page.extend(state.recent.range(after..).map(|(_, f)| f.clone()));
         drop(state);
         self.room.member(page, ring)
     }
+}
+
+/// What a catch-up replays from memory when it joins.
+#[derive(Debug, Clone, Copy)]
+enum Replay {
+    /// The history after the cursor: the room keeps no log to read back.
+    History,
+    /// The room's window of recent messages after the cursor, after a
+    /// short read (the log holds nothing more that was relayed when it was
+    /// read). Reads stop at the last relayed `tim` and the window ends
+    /// there, so the window holds everything after the cursor, unless the
+    /// log has lost messages the window still holds (an archive rotated
+    /// away, a Redis stream that lost entries): then a gap notice says so,
+    /// and the window is replayed from its start.
+    Window,
 }
 
 #[cfg(test)]
