@@ -2,10 +2,9 @@
 //! security headers, caching validators, and the bounds on request heads
 //! and on connections that have not upgraded.
 
-use std::time::Duration;
-
-use crate::common::{Answer, TestServer, WAIT, chat, http_get, http_request, raw_exchange};
-use tokio::io::AsyncReadExt;
+use crate::common::{
+    Answer, TestServer, WAIT, chat, closed_within, http_get, http_request, raw_exchange,
+};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -319,16 +318,6 @@ async fn a_request_head_over_16_kib_gets_431() {
     let answer = Answer::parse(&raw_exchange(server.addr, endless.as_bytes()).await);
     assert_eq!(answer.status, 431, "{answer:?}");
     server.stop().await;
-}
-
-/// Reads from an idle connection until the server closes it; `false` if it
-/// is still open after `ms` milliseconds.
-async fn closed_within(tcp: &mut TcpStream, ms: u64) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_millis(ms), tcp.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
 }
 
 #[tokio::test]

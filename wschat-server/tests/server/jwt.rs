@@ -1,6 +1,6 @@
 //! JWT mode through a real server: every way a token can be right or wrong.
 
-use crate::common::TestServer;
+use crate::common::{TestServer, mint};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use wschat_core::{Jwt, JwtAlg, JwtConfig};
@@ -141,22 +141,6 @@ async fn usr_claim_binds_the_sender() {
     c.send(&signed("ann", &ann)).await;
     assert_eq!(c.recv().await["usr"], "ann");
     server.stop().await;
-}
-
-/// Runs the binary with `args` and the environment variables `env`,
-/// expecting success; the token it prints.
-fn mint(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test]

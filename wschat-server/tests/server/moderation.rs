@@ -113,6 +113,17 @@ async fn every_replay(server: &TestServer, since: &str) -> Vec<Vec<String>> {
     replays
 }
 
+/// [`every_replay`], each checked to hold "first" but not the retracted
+/// "bad".
+async fn replays_without_bad(server: &TestServer, since: &str) -> Vec<Vec<String>> {
+    let replays = every_replay(server, since).await;
+    for replay in &replays {
+        assert!(!replay.contains(&"bad".to_owned()), "{replay:?}");
+        assert!(replay.contains(&"first".to_owned()), "{replay:?}");
+    }
+    replays
+}
+
 /// A retraction reaches every client, and no replay of a server started
 /// with `archive` (the options naming its archive) shows the message
 /// again, also after a restart.
@@ -151,24 +162,16 @@ async fn retraction_with(archive: &[&str], kept: impl Fn() -> String) {
     }
 
     let since = zero["tim"].as_str().unwrap();
-    for replay in every_replay(&server, since).await {
-        assert!(!replay.contains(&"bad".to_owned()), "{replay:?}");
-        assert!(replay.contains(&"first".to_owned()), "{replay:?}");
+    for replay in replays_without_bad(&server, since).await {
         assert!(
             replay.contains(&"a moderator acted".to_owned()),
             "{replay:?}"
         );
     }
     assert!(kept().contains(r#""msg":"bad""#), "the archive keeps it");
-    let addr = server.addr;
-    server.stop().await;
-
     // After a restart the archive still says it was retracted.
-    let server = TestServer::start_on(addr, &args).await;
-    for replay in every_replay(&server, since).await {
-        assert!(!replay.contains(&"bad".to_owned()), "{replay:?}");
-        assert!(replay.contains(&"first".to_owned()), "{replay:?}");
-    }
+    let server = server.restart(&args).await;
+    replays_without_bad(&server, since).await;
     server.stop().await;
 }
 
@@ -241,10 +244,7 @@ async fn retractions_and_mutes_hold_on_every_instance_through_redis() {
     // An instance started now rebuilds both from the stream.
     let three = TestServer::start(&args).await;
     for server in [&one, &two, &three] {
-        for replay in every_replay(server, since).await {
-            assert!(!replay.contains(&"bad".to_owned()), "{replay:?}");
-            assert!(replay.contains(&"first".to_owned()), "{replay:?}");
-        }
+        replays_without_bad(server, since).await;
         let mut spam = server.client().await;
         spam.send(&chat("spam", "still?")).await;
         // Past the history it is replayed first.
@@ -257,9 +257,7 @@ async fn retractions_and_mutes_hold_on_every_instance_through_redis() {
         };
         assert_eq!(reply["err"], "muted", "{reply}");
     }
-    for server in [one, two, three] {
-        server.stop().await;
-    }
+    common::stop_all([one, two, three]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -284,9 +282,7 @@ async fn a_retraction_older_than_the_history_still_hides_the_message_after_a_res
     for i in 0..5 {
         publish(&mut ann, &chat("ann", &format!("later {i}"))).await;
     }
-    let addr = server.addr;
-    server.stop().await;
-    let server = TestServer::start_on(addr, &args).await;
+    let server = server.restart(&args).await;
     let (_, body) = server
         .get(&format!(
             "/messages?since={}",
@@ -338,10 +334,7 @@ async fn a_mute_survives_a_restart_and_zero_seconds_lifts_it() {
     for i in 0..3 {
         publish(&mut mo, &chat("mo", &format!("filler {i}"))).await;
     }
-    let addr = server.addr;
-    server.stop().await;
-
-    let server = TestServer::start_on(addr, &args).await;
+    let server = server.restart(&args).await;
     // Reads wait until the archive is read back; so does this test (a
     // mute older than the history applies once it is: README,
     // "Moderation").
@@ -549,19 +542,7 @@ async fn actions_are_counted_and_logged_without_the_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_subcommand_mints_moderators() {
-    let mint = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
-            .args(args)
-            .env("JWT_SECRET", SECRET)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let mint = |args: &[&str]| common::mint(args, &[("JWT_SECRET", SECRET)]);
     let plain = mint(&["token", "--usr", "mo"]);
     let minted = mint(&["token", "--usr", "mo", "--mod"]);
     let admin = mint(&["--jwt-mod-claim", "admin", "token", "--usr", "mo", "--mod"]);

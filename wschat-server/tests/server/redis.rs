@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, TestServer, WAIT, chat, free_port};
+use crate::common::{Client, TestServer, WAIT, chat, free_port, stop_all};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 /// A redis-server on a free port, without persistence; killed when dropped
 /// (also used by the moderation tests).
@@ -78,7 +79,10 @@ impl Drop for Redis {
     }
 }
 
-async fn instances(redis: &Redis, n: usize, extra: &[&str]) -> Vec<TestServer> {
+/// A redis-server and `n` instances sharing a room through it, each with
+/// `extra` options.
+async fn cluster(n: usize, extra: &[&str]) -> (Redis, Vec<TestServer>) {
+    let redis = Redis::start();
     let url = redis.url();
     let mut args = vec!["--redis", url.as_str(), "--rate", "0"];
     args.extend_from_slice(extra);
@@ -86,7 +90,31 @@ async fn instances(redis: &Redis, n: usize, extra: &[&str]) -> Vec<TestServer> {
     for _ in 0..n {
         servers.push(TestServer::start(&args).await);
     }
-    servers
+    (redis, servers)
+}
+
+/// A listener on each instance, then a publisher on each that sends `n`
+/// messages meanwhile (the `i`-th as `usr` "p{i}", `msg` "0", "1", ...):
+/// the listeners, and the publishers' tasks.
+async fn listen_and_publish(
+    servers: &[TestServer],
+    n: usize,
+) -> (Vec<Client>, Vec<JoinHandle<Client>>) {
+    let mut listeners = Vec::new();
+    for s in servers {
+        listeners.push(s.client().await);
+    }
+    let mut publishers = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let mut c = s.client().await;
+        publishers.push(tokio::spawn(async move {
+            for k in 0..n {
+                c.send(&chat(&format!("p{i}"), &k.to_string())).await;
+            }
+            c
+        }));
+    }
+    (listeners, publishers)
 }
 
 async fn recv_n(c: &mut Client, n: usize) -> Vec<String> {
@@ -100,22 +128,8 @@ async fn recv_n(c: &mut Client, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_client_of_every_instance_gets_every_message_once_in_one_order() {
     const N: usize = 30;
-    let redis = Redis::start();
-    let servers = instances(&redis, 3, &["--history", "5"]).await;
-    let mut listeners = Vec::new();
-    for s in &servers {
-        listeners.push(s.client().await);
-    }
-    let mut publishers = Vec::new();
-    for (i, s) in servers.iter().enumerate() {
-        let mut c = s.client().await;
-        publishers.push(tokio::spawn(async move {
-            for k in 0..N {
-                c.send(&chat(&format!("p{i}"), &k.to_string())).await;
-            }
-            c
-        }));
-    }
+    let (redis, servers) = cluster(3, &["--history", "5"]).await;
+    let (mut listeners, publishers) = listen_and_publish(&servers, N).await;
     let mut orders = Vec::new();
     for l in &mut listeners {
         orders.push(recv_n(l, 3 * N).await);
@@ -155,17 +169,14 @@ async fn every_client_of_every_instance_gets_every_message_once_in_one_order() {
     for p in publishers {
         p.await.unwrap();
     }
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
     late.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_redis_answers_unavailable_keeps_listeners_and_resumes() {
-    let mut redis = Redis::start();
+    let (mut redis, servers) = cluster(2, &[]).await;
     let port = redis.port;
-    let servers = instances(&redis, 2, &[]).await;
     let mut publisher = servers[0].client().await;
     let mut listener = servers[1].client().await;
     publisher.send(&chat("a", "before")).await;
@@ -208,9 +219,7 @@ async fn losing_redis_answers_unavailable_keeps_listeners_and_resumes() {
         metrics.contains("wschat_backplane_reconnects_total 1"),
         "{metrics}"
     );
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
     drop(redis);
 }
 
@@ -237,8 +246,7 @@ fn an_unreachable_redis_at_start_is_a_one_line_error() {
 async fn an_idle_instance_stays_connected_across_read_timeouts() {
     // XREAD BLOCK gives up every 5 s with a nil reply; that is not a lost
     // connection, and must not look like one.
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (_redis, servers) = cluster(1, &[]).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (_, metrics) = servers[0].get("/metrics").await;
     assert!(
@@ -250,15 +258,12 @@ async fn an_idle_instance_stays_connected_across_read_timeouts() {
     let mut c = servers[0].client().await;
     c.send(&chat("a", "after a quiet while")).await;
     assert_eq!(c.recv().await["msg"], "after a quiet while");
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_instance_lets_go_of_redis() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let deadline = Instant::now() + WAIT;
     while redis.other_clients() < 2 {
         assert!(
@@ -270,9 +275,7 @@ async fn a_stopped_instance_lets_go_of_redis() {
     // Reads by cursor keep their connections for the next read.
     let (status, _) = servers[0].get("/messages").await;
     assert_eq!(status, 200);
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
     let deadline = Instant::now() + WAIT;
     while redis.other_clients() > 0 {
         assert!(
@@ -366,20 +369,7 @@ async fn with_an_archive_each_instance_writes_what_it_relays_in_relay_order() {
         ];
         servers.push(TestServer::start(&args).await);
     }
-    let mut listeners = Vec::new();
-    for s in &servers {
-        listeners.push(s.client().await);
-    }
-    let mut publishers = Vec::new();
-    for (i, s) in servers.iter().enumerate() {
-        let mut c = s.client().await;
-        publishers.push(tokio::spawn(async move {
-            for k in 0..20 {
-                c.send(&chat(&format!("p{i}"), &k.to_string())).await;
-            }
-            c
-        }));
-    }
+    let (mut listeners, publishers) = listen_and_publish(&servers, 20).await;
     let mut seen = Vec::new();
     for l in &mut listeners {
         seen.push(recv_n(l, 40).await);
@@ -387,9 +377,7 @@ async fn with_an_archive_each_instance_writes_what_it_relays_in_relay_order() {
     for p in publishers {
         p.await.unwrap();
     }
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
     for (path, seen) in paths.iter().zip(&seen) {
         let archived: Vec<String> = std::fs::read_to_string(path)
             .unwrap()
@@ -407,8 +395,7 @@ async fn with_an_archive_each_instance_writes_what_it_relays_in_relay_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_instance_appends_to_the_stream_in_tim_order() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(servers[0].client().await);
@@ -431,15 +418,12 @@ async fn one_instance_appends_to_the_stream_in_tim_order() {
         tims.windows(2).all(|w| w[0] < w[1]),
         "the stream is in tim order"
     );
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn entries_that_are_not_wschat_messages_are_never_relayed() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let mut listener = servers[0].client().await;
     let forged = r#"{"usr":"admin","msg":"forged"}"#;
     let _: String = redis.cmd(&["XADD", "wschat", "*", "m", "not json"]);
@@ -451,15 +435,12 @@ async fn entries_that_are_not_wschat_messages_are_never_relayed() {
     let mut publisher = servers[0].client().await;
     publisher.send(&chat("a", "real")).await;
     assert_eq!(listener.recv().await["msg"], "real", "only the real one");
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_read_waits_before_trying_again() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let mut c = servers[0].client().await;
     c.send(&chat("a", "up")).await;
     assert_eq!(c.recv().await["msg"], "up");
@@ -474,9 +455,7 @@ async fn a_failing_read_waits_before_trying_again() {
         made < 30,
         "{made} connections in 7 s: Redis is being hammered"
     );
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 async fn connect_to(addr: impl std::fmt::Display, query: &str) -> Client {
@@ -488,8 +467,7 @@ async fn connect_to(addr: impl std::fmt::Display, query: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_resumes_on_another_instance_from_the_stream() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 2, &[]).await;
+    let (_redis, servers) = cluster(2, &[]).await;
     let mut publisher = servers[0].client().await;
     let mut sent = Vec::new();
     for i in 0..10 {
@@ -515,9 +493,7 @@ async fn a_client_resumes_on_another_instance_from_the_stream() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, format!("[{},{}]", sent[4], sent[5]));
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -594,9 +570,7 @@ async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
         c.send(&chat("a", &k.to_string())).await;
     }
     let seen = recv_n(&mut listener, 5).await;
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
     let mut days: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -621,8 +595,7 @@ async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cursor_before_1970_reads_the_stream_from_its_start() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (_redis, servers) = cluster(1, &[]).await;
     let mut c = servers[0].client().await;
     c.send(&chat("a", "hello")).await;
     let sent = c.recv_text().await;
@@ -635,15 +608,12 @@ async fn a_cursor_before_1970_reads_the_stream_from_its_start() {
     let notice = resumed.recv().await;
     assert_eq!(notice["gap"]["since"], since, "held: nothing that old");
     assert_eq!(resumed.recv_text().await, sent);
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_by_cursor_reuse_their_redis_connections() {
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let mut c = servers[0].client().await;
     c.send(&chat("a", "hello")).await;
     let sent: Value = serde_json::from_str(&c.recv_text().await).unwrap();
@@ -661,17 +631,14 @@ async fn reads_by_cursor_reuse_their_redis_connections() {
     // One of them is the one asking.
     let made = redis.connections_received() - before;
     assert!(made <= 5, "{made} Redis connections for 70 reads");
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_beyond_the_bound_get_503_with_retry_after() {
     // README, "The archive over HTTP": a few reads run at once; the rest
     // wait briefly, then get 503.
-    let redis = Redis::start();
-    let servers = instances(&redis, 1, &[]).await;
+    let (redis, servers) = cluster(1, &[]).await;
     let mut c = servers[0].client().await;
     c.send(&chat("a", "hello")).await;
     c.recv_text().await;
@@ -705,7 +672,5 @@ async fn reads_beyond_the_bound_get_503_with_retry_after() {
         }
     }
     assert!(busy > 0, "16 reads at once all waited for Redis");
-    for s in servers {
-        s.stop().await;
-    }
+    stop_all(servers).await;
 }

@@ -45,12 +45,9 @@ async fn a_client_resumes_after_a_restart_with_no_gap_and_no_duplicate() {
     let args = ["--rate", "0", "--archive", path.to_str().unwrap()];
     let server = TestServer::start(&args).await;
     let sent = publish_n(&server, 10).await;
-    let addr = server.addr;
-    server.stop().await;
-
-    let server = TestServer::start_on(addr, &args).await;
+    let server = server.restart(&args).await;
     let since = tim(&sent[3]);
-    let mut resumed = connect(addr, &format!("?since={since}")).await;
+    let mut resumed = connect(server.addr, &format!("?since={since}")).await;
     for expected in &sent[4..] {
         assert_eq!(&resumed.recv_text().await, expected);
     }

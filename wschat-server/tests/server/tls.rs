@@ -6,13 +6,14 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::common::tls::{
     Leaf, TestCa, connect, files, https_get, https_health, unix_midnight, wss_client,
 };
-use crate::common::{Answer, Log, TestServer, WAIT, chat, raw_exchange, signal, spawn_binary};
+use crate::common::{
+    Answer, Log, TestServer, WAIT, chat, closed_within, raw_exchange, signal, spawn_binary,
+};
 
 /// When the first test certificate expires, and the renewed one.
 const FIRST: (i32, u8, u8) = (2031, 5, 17);
@@ -166,16 +167,6 @@ async fn a_plain_client_on_the_tls_port_is_refused_and_harms_nothing() {
     let health = https_health(server.addr, ca.client_config()).await;
     assert_eq!(health["connections"], 1, "{health}");
     server.stop().await;
-}
-
-/// Reads from a connection until the server closes it; `false` if it is
-/// still open after `ms` milliseconds.
-async fn closed_within(tcp: &mut TcpStream, ms: u64) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_millis(ms), tcp.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
 }
 
 #[tokio::test]

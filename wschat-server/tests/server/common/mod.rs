@@ -73,6 +73,14 @@ impl TestServer {
         ws
     }
 
+    /// Stops the server and starts another with `args` on its address, as
+    /// a restart does.
+    pub async fn restart(self, args: &[&str]) -> Self {
+        let addr = self.addr;
+        self.stop().await;
+        Self::start_on(addr, args).await
+    }
+
     /// Stops the server and waits until `run` has returned.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -100,6 +108,24 @@ impl TestServer {
         ];
         http_get(self.addr, path, &headers).await
     }
+}
+
+/// Stops every server in `servers`, one after the other.
+pub async fn stop_all(servers: impl IntoIterator<Item = TestServer>) {
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+/// Reads from a connection until the server closes it; `false` if it is
+/// still open after `ms` milliseconds.
+pub async fn closed_within(tcp: &mut TcpStream, ms: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(ms), tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
 }
 
 /// Sends a raw HTTP/1.1 request and reads the whole answer.
@@ -371,6 +397,22 @@ pub fn signal(child: &std::process::Child, sig: &str) {
 /// A chat message frame.
 pub fn chat(usr: &str, msg: &str) -> String {
     serde_json::json!({"usr": usr, "msg": msg}).to_string()
+}
+
+/// Runs the binary with `args` and the environment variables `env`,
+/// expecting success; the token it prints (the `token` subcommand).
+pub fn mint(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat-server"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Runs the binary with `args` (on a free port unless they say
