@@ -7,17 +7,101 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::progress;
 
-/// One server to connect to.
-struct Endpoint {
-    addr: SocketAddr,
-    host: String,
+/// One server to connect to (also over TLS).
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    /// As in the URL: `host:port`.
+    pub(crate) host: String,
     path: String,
+}
+
+impl Endpoint {
+    /// Parses a `{scheme}host:port/path` URL; `wrong` says why a URL of
+    /// another scheme is refused.
+    pub(crate) fn parse(url: &str, scheme: &str, wrong: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix(scheme)
+            .ok_or_else(|| format!("{url}: {wrong}"))?;
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let addr = host
+            .to_socket_addrs()
+            .map_err(|e| format!("{url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: no address"))?;
+        Ok(Endpoint {
+            addr,
+            host: host.to_owned(),
+            path,
+        })
+    }
+}
+
+/// Each of `urls` parsed by `parse`; at least one.
+pub(crate) fn endpoints<T>(
+    urls: &[String],
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let endpoints = urls
+        .iter()
+        .map(|url| parse(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err("no --url".into());
+    }
+    Ok(endpoints)
+}
+
+/// Sends the upgrade request for `server` over `stream` and reads the
+/// response's head into `buf`: where the head ends and how much was read
+/// (the first frames may follow the head). An error unless the server
+/// switched protocols.
+pub(crate) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    server: &Endpoint,
+    buf: &mut [u8],
+) -> Result<(usize, usize), String> {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.path, server.host
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut len = 0;
+    let end = loop {
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        if n == 0 {
+            return Err("handshake: connection closed".into());
+        }
+        len += n;
+        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if len == buf.len() {
+            return Err("handshake: response too long".into());
+        }
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        let head = String::from_utf8_lossy(&buf[..end]);
+        return Err(format!(
+            "handshake: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    Ok((end, len))
 }
 
 /// Where to connect and from where; hands out servers and source
@@ -31,15 +115,10 @@ pub struct Target {
 
 impl Target {
     pub fn new(urls: &[String], sources: &[IpAddr]) -> Result<Self, String> {
-        let endpoints = urls
-            .iter()
-            .map(|url| endpoint(url))
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err("no --url".into());
-        }
         Ok(Target {
-            endpoints,
+            endpoints: endpoints(urls, |url| {
+                Endpoint::parse(url, "ws://", "only ws:// URLs are supported")
+            })?,
             sources: sources.to_vec(),
             next: AtomicUsize::new(0),
         })
@@ -71,39 +150,8 @@ impl Target {
             .connect(server.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            server.path, server.host
-        );
-        tcp.write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
         let mut buf = vec![0u8; HANDSHAKE_BUFFER];
-        let mut len = 0;
-        let end = loop {
-            let n = tcp
-                .read(&mut buf[len..])
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            if n == 0 {
-                return Err("handshake: connection closed".into());
-            }
-            len += n;
-            if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            if len == buf.len() {
-                return Err("handshake: response too long".into());
-            }
-        };
-        let status = String::from_utf8_lossy(&buf[..end.min(32)]).into_owned();
-        if !status.starts_with("HTTP/1.1 101") {
-            return Err(format!(
-                "handshake: {}",
-                status.lines().next().unwrap_or_default()
-            ));
-        }
+        let (end, len) = upgrade(&mut tcp, server, &mut buf).await?;
         Ok(Upgraded {
             tcp,
             buf,
@@ -165,26 +213,6 @@ impl Upgraded {
             let _ = tcp.write_all(&frame).await;
         }
     }
-}
-
-/// Parses a `ws://host:port/path` URL.
-fn endpoint(url: &str) -> Result<Endpoint, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
-    Ok(Endpoint {
-        addr,
-        host: host.to_owned(),
-        path,
-    })
 }
 
 const READ_BUFFER: usize = 16 * 1024;
