@@ -14,30 +14,25 @@
 # run: the table (table.txt), when and where it ran (run.txt), the load
 # generator's JSON reports and the server's log.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 MIB=${1:-1024}
-RESULTS=examples/bench/results/catchup
-cargo build --release -q -p wschat-server -p wschat-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
-OUT=$(mktemp -d)
+source "$(dirname "$0")/lib.sh"
+bench_init catchup
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT" "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 ARCHIVE=$WORK/archive.jsonl
-"$BIN/wschat-loadgen" archive --out "$ARCHIVE" --mib "$MIB" --json >"$OUT/archive.json"
+"$LOADGEN" archive --out "$ARCHIVE" --mib "$MIB" --json >"$OUT/archive.json"
 MESSAGES=$(field "$OUT/archive.json" messages)
 
 PORT=$(free_port)
-RUST_LOG=warn "$BIN/wschat-server" --listen "127.0.0.1:$PORT" --archive "$ARCHIVE" \
+RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$PORT" --archive "$ARCHIVE" \
   --rate 0 2>"$OUT/server.log" &
-SERVER=$!
+PID=$!
 wait_port "$PORT"
-"$BIN/wschat-loadgen" catchup --url "ws://127.0.0.1:$PORT/" --messages "$MESSAGES" \
-  --pid "$SERVER" --json >"$OUT/catchup.json"
+"$LOADGEN" catchup --url "ws://127.0.0.1:$PORT/" --messages "$MESSAGES" \
+  --pid "$PID" --json >"$OUT/catchup.json"
 
 echo "examples/bench/catchup.sh $MIB, $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/run.txt"
 python3 - "$OUT" "$RESULTS" <<'PY' | tee "$OUT/table.txt"

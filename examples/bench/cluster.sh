@@ -17,7 +17,6 @@
 # when and where it ran (run.txt), each generator's JSON report, the
 # memory samples (memory.txt) and the servers' logs.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 CONNECTIONS=${1:-100000}
 INSTANCES=${2:-7}
 SECONDS_=${3:-60}
@@ -25,18 +24,9 @@ SECONDS_=${3:-60}
 LEAD=${LEAD:-$((30 + CONNECTIONS / 1000))}
 # Seconds between starting one generator and the next.
 STAGGER=${STAGGER:-$((CONNECTIONS / INSTANCES / 2000))}
-RESULTS=examples/bench/results/cluster
-ulimit -n "$(ulimit -Hn)"
+source "$(dirname "$0")/lib.sh"
+bench_init cluster
 
-cargo build --release -q -p wschat-server -p wschat-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
-SERVER=$BIN/wschat-server
-LOADGEN=$BIN/wschat-loadgen
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 sum_rss() { local t=0; for p in "$@"; do t=$((t + $(rss_kib "$p"))); done; echo "$t"; }
 
@@ -51,11 +41,7 @@ if [ "$PER" -gt $(($(ulimit -n) - 100)) ]; then
   exit 1
 fi
 
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --maxclients 1000 >"$OUT/redis.log" &
-REDIS_PID=$!
-wait_port "$REDIS_PORT"
+start_redis --maxclients 1000
 
 PIDS=() URLS=()
 for i in $(seq "$INSTANCES"); do

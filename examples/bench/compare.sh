@@ -27,28 +27,20 @@
 # installed, two charts: deliveries.svg (fan-out at 1k listeners) and
 # latency.svg (the latency distribution at 10k listeners).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 PASSES=${1:-3}
 PEERS=${PEERS:-node bare}
 BASELINE=${BASELINE:-}
+source "$(dirname "$0")/lib.sh"
+bench_init "compare${BASELINE:+-baseline}"
+# (From the repository's root, as BASELINE is run.)
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "BASELINE=$BASELINE is not a program" >&2; exit 2; fi
-RESULTS=examples/bench/results/compare${BASELINE:+-baseline}
-ulimit -n "$(ulimit -Hn)"
-
-cargo build --release -q -p wschat-server -p wschat-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
-SERVER=$BIN/wschat-server
-LOADGEN=$BIN/wschat-loadgen
 BARE=$BIN/bare-relay
 NODE_DIR=$(mktemp -d)
-OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$NODE_DIR" "$OUT"' EXIT
 if [[ " $PEERS " == *" node "* ]]; then
   (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
   cp examples/bench/node-relay.js "$NODE_DIR/"
 fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start() { # name -> sets PID, PORT
   PORT=$(free_port)
@@ -61,11 +53,8 @@ start() { # name -> sets PID, PORT
     bare*)  "$BARE" "127.0.0.1:$PORT" 2>"$OUT/$1.log" & ;;
   esac
   PID=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return; sleep 0.1; done
-  echo "$1 did not start" >&2; exit 1
+  wait_port "$PORT" "$1"
 }
-
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 1; }
 
 value() { python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))" "$1" "$2"; }
 
@@ -84,7 +73,7 @@ run_load() { # load name server -> json file
     connect) "$LOADGEN" connect --url "$url" --pid "$PID" --json \
                 --concurrency 50 --duration 10 ;;
   esac >"$file" 2>"$OUT/$load.$name.$3.err" || echo '{}' >"$file"
-  stop
+  stop "$PID"
 }
 
 LOADS="fanout1k fanout10k idle10k connect"

@@ -12,18 +12,11 @@
 # RssAnon KiB), to show that the figure has settled. Servers are started
 # as `compare.sh` starts them. Results go to examples/bench/results/idle/.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 PASSES=${1:-5}
 HOLD=${2:-5}
-RESULTS=examples/bench/results/idle
-ulimit -n "$(ulimit -Hn)"
+source "$(dirname "$0")/lib.sh"
+bench_init idle
 
-cargo build --release -q -p wschat-server -p wschat-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss() { awk '/^VmRSS|^RssAnon/ { printf " %s", $2 }' "/proc/$1/status" 2>/dev/null; }
 
 for pass in $(seq "$PASSES"); do

@@ -1,6 +1,6 @@
-# What the pass-alternating benchmark scripts share (redis.sh,
-# archive.sh source it): building, ports, starting servers and Redis,
-# recording the machine's load, and the table of medians (passes.py).
+# What the benchmark scripts share (each of them sources it): building,
+# ports, starting servers and Redis, recording the machine's load, and
+# the table of medians of the pass-alternating ones (passes.py).
 # Sourced, not run: the script sets `set -euo pipefail` first.
 
 # bench_init NAME: goes to the repository's root, builds, and sets BIN,
@@ -22,17 +22,21 @@ bench_init() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# wait_port PORT [NAME]: waits until PORT takes connections (NAME's, for
+# the message when it never does, which ends the script).
 wait_port() {
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
-  echo "port $1 never opened" >&2
+  echo "${2:+$2: }port $1 never opened" >&2
   exit 1
 }
 
-# start_redis: a throwaway redis-server without persistence; sets REDIS_PORT.
+# start_redis [ARGS...]: a throwaway redis-server without persistence,
+# with ARGS; sets REDIS_PORT and REDIS_PID.
 start_redis() {
   REDIS_PORT=$(free_port)
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no "$@" \
     >"$OUT/redis.log" &
+  REDIS_PID=$!
   wait_port "$REDIS_PORT"
 }
 

@@ -15,17 +15,9 @@
 # examples/bench/results/tls/ then holds the table (table.txt), when and
 # where it ran (run.txt), and each load's JSON report and logs.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 PASSES=${1:-3}
-RESULTS=examples/bench/results/tls
-ulimit -n "$(ulimit -Hn)"
-
-cargo build --release -q -p wschat-server -p wschat-bench
-BIN=${CARGO_TARGET_DIR:-target}/release
-SERVER=$BIN/wschat-server
-LOADGEN=$BIN/wschat-loadgen
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
+source "$(dirname "$0")/lib.sh"
+bench_init tls
 
 # A throwaway authority, and a certificate of each key type for 127.0.0.1.
 CERTS=$OUT/certs
@@ -44,8 +36,6 @@ leaf() { # name, then openssl's -newkey arguments
 leaf ec ec -pkeyopt ec_paramgen_curve:P-256
 leaf rsa rsa:2048
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 start() { # plain|ec|rsa -> sets PID, URL, CA
   local port; port=$(free_port)
   local tls=()
@@ -59,11 +49,8 @@ start() { # plain|ec|rsa -> sets PID, URL, CA
   RUST_LOG=warn "$SERVER" --listen "127.0.0.1:$port" --max-connections 25000 "${tls[@]}" \
     2>"$OUT/$1.log" &
   PID=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
-  echo "$1 did not start" >&2; exit 1
+  wait_port "$port" "$1"
 }
-
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 1; }
 
 SERVERS="plain ec rsa"
 for pass in $(seq "$PASSES"); do
@@ -73,7 +60,7 @@ for pass in $(seq "$PASSES"); do
     "$LOADGEN" connect --url "$URL" "${CA[@]}" --pid "$PID" --json \
       --concurrency 50 --duration 10 >"$OUT/connect.$name.$pass.json" \
       2>"$OUT/connect.$name.$pass.err" || echo '{}' >"$OUT/connect.$name.$pass.json"
-    stop
+    stop "$PID"
   done
 done
 
