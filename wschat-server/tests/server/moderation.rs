@@ -113,6 +113,23 @@ async fn every_replay(server: &TestServer, since: &str) -> Vec<Vec<String>> {
     replays
 }
 
+/// Publishes "zero", "first" and "bad" from `ann`, and checks that each
+/// of `others` receives the three: them as relayed. (Resumes start after
+/// "zero", so they hold "first".)
+async fn zero_first_bad(ann: &mut Client, others: [&mut Client; 2]) -> [Value; 3] {
+    let sent = [
+        publish(ann, &chat("ann", "zero")).await,
+        publish(ann, &chat("ann", "first")).await,
+        publish(ann, &chat("ann", "bad")).await,
+    ];
+    for c in others {
+        for m in &sent {
+            assert_eq!(c.recv().await, *m);
+        }
+    }
+    sent
+}
+
 /// [`every_replay`], each checked to hold "first" but not the retracted
 /// "bad".
 async fn replays_without_bad(server: &TestServer, since: &str) -> Vec<Vec<String>> {
@@ -142,15 +159,7 @@ async fn retraction_with(archive: &[&str], kept: impl Fn() -> String) {
     let mut ann = server.client().await;
     let mut bob = server.client().await;
     let mut mo = server.client().await;
-    // Resumes start after it, so they hold "first".
-    let zero = publish(&mut ann, &chat("ann", "zero")).await;
-    let first = publish(&mut ann, &chat("ann", "first")).await;
-    let bad = publish(&mut ann, &chat("ann", "bad")).await;
-    for c in [&mut bob, &mut mo] {
-        assert_eq!(c.recv().await, zero);
-        assert_eq!(c.recv().await, first);
-        assert_eq!(c.recv().await, bad);
-    }
+    let [zero, _, bad] = zero_first_bad(&mut ann, [&mut bob, &mut mo]).await;
     let tim = bad["tim"].as_str().unwrap();
 
     mo.send(&retract(tim)).await;
@@ -221,15 +230,7 @@ async fn retractions_and_mutes_hold_on_every_instance_through_redis() {
     let mut ann = one.client().await;
     let mut bob = two.client().await;
     let mut mo = two.client().await;
-    // Resumes start after it, so they hold "first".
-    let zero = publish(&mut ann, &chat("ann", "zero")).await;
-    let first = publish(&mut ann, &chat("ann", "first")).await;
-    let bad = publish(&mut ann, &chat("ann", "bad")).await;
-    for c in [&mut bob, &mut mo] {
-        for m in [&zero, &first, &bad] {
-            assert_eq!(c.recv().await, *m);
-        }
-    }
+    let [zero, _, bad] = zero_first_bad(&mut ann, [&mut bob, &mut mo]).await;
     let tim = bad["tim"].as_str().unwrap();
 
     // Acted on at the second instance, seen and applied at the first.
