@@ -31,6 +31,7 @@ use crate::assets::Body;
 use crate::connection::{self, Open, Start};
 use crate::counted::Counted;
 use crate::messages;
+use crate::read_ahead::ReadAhead;
 use crate::server::{App, ConnectionSlot};
 use crate::tls;
 
@@ -322,7 +323,7 @@ where
 
 /// Starts the WebSocket on a handed-over socket and joins (catching a
 /// resuming client up); `None` when the connection ended meanwhile.
-async fn open<S>(handed: Box<Handed<S>>) -> Option<Open<S>>
+async fn open<S>(handed: Box<Handed<S>>) -> Option<Open<ReadAhead<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -336,8 +337,10 @@ where
     let app = &slot.app;
     // [`Counted`] adds up what the socket takes, for the catch-up's stall
     // check; it sits under every read and write, at the cost of a count.
+    // [`ReadAhead`] reads a large frame in buffer-fulls, not 128 bytes at
+    // a time, and holds no buffer while the connection waits.
     let mut ws = WebSocketStream::from_partially_read(
-        Counted::new(io),
+        Counted::new(ReadAhead::new(io)),
         read,
         Role::Server,
         Some(app.ws_config),

@@ -16,6 +16,7 @@ mod jwks;
 mod keys;
 mod messages;
 mod metrics;
+mod read_ahead;
 mod redis_log;
 mod server;
 pub mod signals;
