@@ -34,6 +34,11 @@ fn gap_notice(since: &str, first: Option<DateTime<Utc>>) -> Frame {
     Frame::from(notice.to_string())
 }
 
+/// What a read of the log by cursor gives back (`None` when the log keeps
+/// nothing to read), and the `tim` of the last message relayed when it
+/// began.
+type RelayedRead = (Option<Vec<Frame>>, Option<DateTime<Utc>>);
+
 /// A member's way back from a cursor: see [`Room::catch_up`].
 #[derive(Debug)]
 pub struct CatchUp {
@@ -216,6 +221,17 @@ impl Room {
         after: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Option<Vec<Frame>>, LogError> {
+        Ok(self.read_relayed(after, limit)?.0)
+    }
+
+    /// [`read_after`](Self::read_after), and the `tim` of the last message
+    /// relayed when it started: the read holds everything after `after`
+    /// up to that (or `limit`), and nothing later.
+    fn read_relayed(
+        &self,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<RelayedRead, LogError> {
         let relayed = self.lock().last_tim();
         let read = match self
             .shared_log()
@@ -226,7 +242,7 @@ impl Room {
             Some(frames) => Some(frames),
             None => self.log().read_after(after, limit)?,
         };
-        Ok(read.map(|frames| only_relayed(frames, relayed)))
+        Ok((read.map(|frames| only_relayed(frames, relayed)), relayed))
     }
 
     fn read_before(
@@ -277,27 +293,41 @@ impl CatchUp {
             }
         }
         let limit = limit.max(1);
-        let read = self.room.read_after(Some(self.cursor), limit)?;
-        let Some(frames) = read else {
-            // Nothing to read back: the in-memory history is all there is.
-            return Ok(Step::Live(self.join(page, Replay::History)));
-        };
-        let full = frames.len() == limit;
-        if let Some(tim) = frames.last().and_then(Frame::tim) {
-            self.cursor = tim;
+        loop {
+            let (read, relayed) = self.room.read_relayed(Some(self.cursor), limit)?;
+            let Some(frames) = read else {
+                // Nothing to read back: the in-memory history is all there
+                // is.
+                return Ok(self
+                    .join(page, Replay::History)
+                    .map_or_else(Step::Page, Step::Live));
+            };
+            let full = frames.len() == limit;
+            if let Some(tim) = frames.last().and_then(Frame::tim) {
+                self.cursor = tim;
+            }
+            page.extend(self.room.unretracted(frames));
+            if full {
+                return Ok(Step::Page(page));
+            }
+            match self.join(page, Replay::Window(relayed)) {
+                Ok(member) => return Ok(Step::Live(member)),
+                // The room relayed more than its window holds while the
+                // log was read: the log holds it, so read on (the next
+                // read finds at least the window's first message).
+                Err(read) if read.is_empty() => page = read,
+                Err(read) => return Ok(Step::Page(read)),
+            }
         }
-        page.extend(self.room.unretracted(frames));
-        if full {
-            return Ok(Step::Page(page));
-        }
-        Ok(Step::Live(self.join(page, Replay::Window)))
     }
 
     /// Joins replaying `page`, then what the room holds after the cursor;
     /// the ring then brings what is relayed after joining, so nothing
     /// comes twice. [`Replay`] says what it holds (the history, or the
-    /// window after a short read).
-    fn join(&self, mut page: Vec<Frame>, replay: Replay) -> Member {
+    /// window after a short read). Gives `page` back, not joining, when
+    /// the window starts after what the read could see: the room relayed
+    /// more than the window holds meanwhile, and the log has the rest.
+    fn join(&self, mut page: Vec<Frame>, replay: Replay) -> Result<Member, Vec<Frame>> {
         let state = self.room.lock();
         let mut after = state.recent.partition_point(|(t, _)| *t <= self.cursor);
         match replay {
@@ -305,10 +335,13 @@ impl CatchUp {
                 let start = state.recent.len().saturating_sub(state.history_cap);
                 after = after.max(start);
             }
-            Replay::Window => {
+            Replay::Window(relayed) => {
                 let covered = after > 0 || state.last_tim().is_none_or(|last| last <= self.cursor);
                 if !covered {
                     let first = state.recent.front().map(|(t, _)| *t);
+                    if first.is_some_and(|first| relayed.is_none_or(|r| first > r)) {
+                        return Err(page);
+                    }
                     page.push(gap_notice(&crate::clock::format_tim(self.cursor), first));
                 }
             }
@@ -316,7 +349,7 @@ impl CatchUp {
         let ring = self.room.subscribe(&state);
         page.extend(state.recent.range(after..).map(|(_, f)| f.clone()));
         drop(state);
-        self.room.member(page, ring)
+        Ok(self.room.member(page, ring))
     }
 }
 
@@ -331,8 +364,12 @@ enum Replay {
     /// there, so the window holds everything after the cursor, unless the
     /// log has lost messages the window still holds (an archive rotated
     /// away, a Redis stream that lost entries): then a gap notice says so,
-    /// and the window is replayed from its start.
-    Window,
+    /// and the window is replayed from its start. Unless the window starts
+    /// after the `tim` of the last message relayed when the read began
+    /// (held here): then the room relayed more than the window holds
+    /// during the read, the log holds what the window lost, and it is
+    /// read, not reported as a gap.
+    Window(Option<DateTime<Utc>>),
 }
 
 #[cfg(test)]
@@ -553,6 +590,86 @@ mod tests {
             vec![first]
         );
         log.stall.store(false, Ordering::Release);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_room_that_outruns_a_read_misses_nothing_and_claims_no_gap() {
+        // While a catch-up reads the log, the room relays more than its
+        // window holds: what was relayed meanwhile is in the log, so the
+        // catch-up must read it (not report a gap and skip it).
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        type Hook = Box<dyn FnOnce() + Send>;
+        struct Racing {
+            archive: Archive,
+            during_read: Mutex<Option<Hook>>,
+        }
+        impl crate::log::Log for Racing {
+            fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+                self.archive.append(frames)
+            }
+            fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {
+                self.archive.recent(n)
+            }
+            fn read_after(
+                &self,
+                after: Option<DateTime<Utc>>,
+                limit: usize,
+            ) -> Result<Option<Vec<Frame>>, LogError> {
+                let read = self.archive.read_after(after, limit);
+                // The read by cursor, not the look at the oldest message.
+                if after.is_some() {
+                    let hook = self.during_read.lock().unwrap().take();
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                }
+                read
+            }
+        }
+        let path = std::env::temp_dir().join(format!("wschat-resume-{}-race", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(Racing {
+            archive: Archive::open(&path, false).unwrap(),
+            during_read: Mutex::new(None),
+        });
+        let config = RoomConfig::default().rate_limit(None).send_queue(2);
+        let room = Room::with_log(config, log.clone()).unwrap();
+        let mut sent: Vec<Frame> = (0..10).map(|i| wait(&room, i)).collect();
+        let since = sent[4].tim().unwrap();
+        let mut catch_up = room.catch_up(since, "x");
+        let publisher = room.clone();
+        let during: Arc<Mutex<Vec<Frame>>> = Arc::default();
+        let meanwhile = during.clone();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = reads.clone();
+        *log.during_read.lock().unwrap() = Some(Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let mut got = meanwhile.lock().unwrap();
+            got.extend((100..110).map(|i| wait(&publisher, i)));
+        }));
+        let mut got = Vec::new();
+        let mut member = loop {
+            match catch_up.next(100).unwrap() {
+                Step::Page(page) => got.extend(page),
+                Step::Live(member) => break member,
+            }
+        };
+        while let Ok(Some(f)) = member.try_recv() {
+            got.push(f);
+        }
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "the hook ran in a read");
+        sent.extend(during.lock().unwrap().iter().cloned());
+        assert!(
+            got.iter().all(|f| f.tim().is_some()),
+            "no gap notice: the log holds everything: {got:?}"
+        );
+        assert_eq!(
+            got,
+            sent[5..],
+            "everything after the cursor, once, in order"
+        );
         std::fs::remove_file(path).unwrap();
     }
 
