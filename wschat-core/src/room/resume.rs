@@ -131,6 +131,35 @@ impl Room {
     }
 
     /// Takes the retracted messages out of `frames`.
+    /// `frames`, a read of the log after `after` in `tim` order, with
+    /// what the window holds in the same span and the read lacks (the
+    /// log lost it: a trimmed stream, a failover that dropped writes; the
+    /// server still holds it, so the client gets it), less what
+    /// moderators retracted.
+    fn held_after(&self, after: DateTime<Utc>, frames: Vec<Frame>) -> Vec<Frame> {
+        let Some(last) = frames.last().and_then(Frame::tim) else {
+            return self.unretracted(frames);
+        };
+        let state = self.lock();
+        let held = &state.recent;
+        let from = held.partition_point(|(t, _)| *t <= after);
+        let to = from.max(held.partition_point(|(t, _)| *t <= last));
+        let mut window = held.range(from..to).peekable();
+        let mut merged = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let tim = frame.tim();
+            while let Some((_, f)) = window.next_if(|(t, _)| tim.is_some_and(|tim| *t < tim)) {
+                merged.push(f.clone());
+            }
+            window.next_if(|(t, _)| tim == Some(*t));
+            merged.push(frame);
+        }
+        if !state.retractions.is_empty() {
+            merged.retain(|f| !state.retractions.hides(f));
+        }
+        merged
+    }
+
     fn unretracted(&self, mut frames: Vec<Frame>) -> Vec<Frame> {
         let state = self.lock();
         if !state.retractions.is_empty() {
@@ -303,10 +332,11 @@ impl CatchUp {
                     .map_or_else(Step::Page, Step::Live));
             };
             let full = frames.len() == limit;
+            let after = self.cursor;
             if let Some(tim) = frames.last().and_then(Frame::tim) {
                 self.cursor = tim;
             }
-            page.extend(self.room.unretracted(frames));
+            page.extend(self.room.held_after(after, frames));
             if full {
                 return Ok(Step::Page(page));
             }
@@ -670,6 +700,107 @@ mod tests {
             sent[5..],
             "everything after the cursor, once, in order"
         );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// An archive that has lost some entries (a trimmed stream, a failover
+    /// that lost acknowledged writes), and may run a hook during a read
+    /// by cursor (a busy room).
+    struct Lossy {
+        archive: Archive,
+        lost: std::sync::Mutex<Vec<DateTime<Utc>>>,
+        during_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl crate::log::Log for Lossy {
+        fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
+            self.archive.append(frames)
+        }
+        fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {
+            self.archive.recent(n)
+        }
+        fn read_after(
+            &self,
+            after: Option<DateTime<Utc>>,
+            limit: usize,
+        ) -> Result<Option<Vec<Frame>>, LogError> {
+            let read = self.archive.read_after(after, limit + 16)?;
+            if after.is_some() {
+                let hook = self.during_read.lock().unwrap().take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
+            let lost = self.lost.lock().unwrap().clone();
+            Ok(read.map(|mut frames| {
+                frames.retain(|f| !f.tim().is_some_and(|t| lost.contains(&t)));
+                frames.truncate(limit);
+                frames
+            }))
+        }
+    }
+
+    fn lossy_room(name: &str) -> (Room, Arc<Lossy>, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("wschat-resume-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(Lossy {
+            archive: Archive::open(&path, false).unwrap(),
+            lost: Default::default(),
+            during_read: Default::default(),
+        });
+        let config = RoomConfig::default().rate_limit(None).send_queue(2);
+        (Room::with_log(config, log.clone()).unwrap(), log, path)
+    }
+
+    fn to_the_end(mut catch_up: CatchUp) -> Vec<Frame> {
+        let mut got = Vec::new();
+        let mut member = loop {
+            match catch_up.next(100).unwrap() {
+                Step::Page(page) => got.extend(page),
+                Step::Live(member) => break member,
+            }
+        };
+        while let Ok(Some(f)) = member.try_recv() {
+            got.push(f);
+        }
+        got
+    }
+
+    #[test]
+    fn what_the_log_lost_and_the_window_holds_is_replayed_from_the_window() {
+        // The log lost a message in the middle of what a read returns;
+        // the room's window still holds it, so the client gets it.
+        let (room, log, path) = lossy_room("lost-middle");
+        let sent: Vec<Frame> = (0..10).map(|i| wait(&room, i)).collect();
+        *log.lost.lock().unwrap() = vec![sent[8].tim().unwrap()];
+        let got = to_the_end(room.catch_up(sent[4].tim().unwrap(), "x"));
+        assert_eq!(got, sent[5..], "everything after the cursor, 8 from memory");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_room_that_outruns_a_read_of_a_lossy_log_still_replays_what_it_holds() {
+        // The room relays more than its window while a read runs, and the
+        // log lost some of it: what the window still holds is replayed.
+        let (room, log, path) = lossy_room("lost-outrun");
+        let sent: Vec<Frame> = (0..10).map(|i| wait(&room, i)).collect();
+        let publisher = room.clone();
+        let lossy = log.clone();
+        let during: Arc<std::sync::Mutex<Vec<Frame>>> = Arc::default();
+        let meanwhile = during.clone();
+        *log.during_read.lock().unwrap() = Some(Box::new(move || {
+            let fresh: Vec<Frame> = (100..110).map(|i| wait(&publisher, i)).collect();
+            // 104 to 108 lost; the window holds 108 and 109.
+            *lossy.lost.lock().unwrap() = fresh[4..9].iter().filter_map(Frame::tim).collect();
+            meanwhile.lock().unwrap().extend(fresh);
+        }));
+        let got = to_the_end(room.catch_up(sent[4].tim().unwrap(), "x"));
+        let fresh = during.lock().unwrap().clone();
+        let mut held = sent[5..].to_vec();
+        held.extend_from_slice(&fresh[..4]);
+        held.extend_from_slice(&fresh[8..]);
+        assert_eq!(got, held, "all the log and the window hold, once, in order");
         std::fs::remove_file(path).unwrap();
     }
 
