@@ -630,45 +630,10 @@ mod tests {
         // catch-up must read it (not report a gap and skip it).
         use std::sync::Mutex;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        type Hook = Box<dyn FnOnce() + Send>;
-        struct Racing {
-            archive: Archive,
-            during_read: Mutex<Option<Hook>>,
-        }
-        impl crate::log::Log for Racing {
-            fn append(&self, frames: &[Frame]) -> Result<(), LogError> {
-                self.archive.append(frames)
-            }
-            fn recent(&self, n: usize) -> Result<Vec<Frame>, LogError> {
-                self.archive.recent(n)
-            }
-            fn read_after(
-                &self,
-                after: Option<DateTime<Utc>>,
-                limit: usize,
-            ) -> Result<Option<Vec<Frame>>, LogError> {
-                let read = self.archive.read_after(after, limit);
-                // The read by cursor, not the look at the oldest message.
-                if after.is_some() {
-                    let hook = self.during_read.lock().unwrap().take();
-                    if let Some(hook) = hook {
-                        hook();
-                    }
-                }
-                read
-            }
-        }
-        let path = std::env::temp_dir().join(format!("wschat-resume-{}-race", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let log = Arc::new(Racing {
-            archive: Archive::open(&path, false).unwrap(),
-            during_read: Mutex::new(None),
-        });
-        let config = RoomConfig::default().rate_limit(None).send_queue(2);
-        let room = Room::with_log(config, log.clone()).unwrap();
+        let (room, log, path) = lossy_room("race");
         let mut sent: Vec<Frame> = (0..10).map(|i| wait(&room, i)).collect();
         let since = sent[4].tim().unwrap();
-        let mut catch_up = room.catch_up(since, "x");
+        let catch_up = room.catch_up(since, "x");
         let publisher = room.clone();
         let during: Arc<Mutex<Vec<Frame>>> = Arc::default();
         let meanwhile = during.clone();
@@ -679,16 +644,7 @@ mod tests {
             let mut got = meanwhile.lock().unwrap();
             got.extend((100..110).map(|i| wait(&publisher, i)));
         }));
-        let mut got = Vec::new();
-        let mut member = loop {
-            match catch_up.next(100).unwrap() {
-                Step::Page(page) => got.extend(page),
-                Step::Live(member) => break member,
-            }
-        };
-        while let Ok(Some(f)) = member.try_recv() {
-            got.push(f);
-        }
+        let got = to_the_end(catch_up);
         assert_eq!(reads.load(Ordering::Relaxed), 1, "the hook ran in a read");
         sent.extend(during.lock().unwrap().iter().cloned());
         assert!(
