@@ -111,6 +111,13 @@ impl State {
         }
     }
 
+    /// Takes the messages moderators retracted out of `frames`.
+    pub fn drop_retracted(&self, frames: &mut Vec<Frame>) {
+        if !self.retractions.is_empty() {
+            frames.retain(|f| !self.retractions.hides(f));
+        }
+    }
+
     /// The history a joining member is replayed, oldest first.
     pub fn history(&self) -> impl Iterator<Item = &Frame> {
         let skip = self.recent.len().saturating_sub(self.history_cap);

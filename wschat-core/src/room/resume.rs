@@ -130,7 +130,6 @@ impl Room {
         Ok(frames)
     }
 
-    /// Takes the retracted messages out of `frames`.
     /// `frames`, a read of the log after `after` in `tim` order, with
     /// what the window holds in the same span and the read lacks (the
     /// log lost it: a trimmed stream, a failover that dropped writes; the
@@ -154,17 +153,13 @@ impl Room {
             window.next_if(|(t, _)| tim == Some(*t));
             merged.push(frame);
         }
-        if !state.retractions.is_empty() {
-            merged.retain(|f| !state.retractions.hides(f));
-        }
+        state.drop_retracted(&mut merged);
         merged
     }
 
+    /// Takes the retracted messages out of `frames`.
     fn unretracted(&self, mut frames: Vec<Frame>) -> Vec<Frame> {
-        let state = self.lock();
-        if !state.retractions.is_empty() {
-            frames.retain(|f| !state.retractions.hides(f));
-        }
+        self.lock().drop_retracted(&mut frames);
         frames
     }
 
