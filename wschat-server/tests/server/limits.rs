@@ -48,8 +48,17 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_others_get_everythi
     let mut slow = server.client().await;
     let (mut tx, mut rx) = server.client().await.ws.split();
     let body = "x".repeat(60_000);
+    // The publisher is also the reading client, and never runs more than
+    // half a send queue ahead of what it has read: only the slow client
+    // may fall behind. Unpaced, the writer's task sends dozens of frames
+    // before the reader's task runs again, which on a loaded machine puts
+    // the reading client more than 8 messages behind, and the server
+    // rightly drops it too.
+    let ahead = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    let read = ahead.clone();
     let writer = tokio::spawn(async move {
         for i in 0..N {
+            ahead.acquire().await.unwrap().forget();
             let frame = format!(r#"{{"usr":"pub","msg":"{body}","i":{i}}}"#);
             tx.send(Message::text(frame)).await.unwrap();
         }
@@ -67,8 +76,12 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_others_get_everythi
                 .unwrap()
                 .unwrap()
                 .unwrap();
-            let m: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            let Message::Text(text) = msg else {
+                panic!("the reading client was sent {msg:?} before message {i}")
+            };
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(m["i"], i, "the reading client gets every message, in order");
+            read.add_permits(1);
         }
     });
     // The slow client reads nothing, so the server's write to it is
