@@ -19,7 +19,10 @@
 //! has queued in one script call (so a publisher is not held to one round
 //! trip per message, and each sender's order is kept): the script refuses
 //! the batch when its first id is not above the stream's last, and the
-//! writer then stamps the batch after that id and tries again. Reading:
+//! writer then stamps the batch after that id, at its clock's time if that
+//! is later, and tries again, a little further ahead on each try (busy
+//! instances write ahead of a batch while it makes its round trip; see
+//! [`restamp_margin`]). Reading:
 //! one task `XREAD BLOCK`s from the last id and hands what it reads to
 //! `Room::deliver`, which writes it to the instance's archive, if any,
 //! before relaying it.
@@ -43,6 +46,7 @@ use wschat_core::{Ack, Frame, LogError, Room, SharedLog, Stamped};
 
 use crate::error::BackplaneError;
 use crate::metrics::Metrics;
+use crate::warn_every;
 
 /// The stream keeps at least this many messages (more with `--history`),
 /// so an instance that was away for a while can catch up.
@@ -57,6 +61,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 512;
 /// How often a batch is stamped again after another instance wrote first.
 const MAX_RESTAMPS: usize = 8;
+/// How far past the stream's last `tim` (or this clock's time) the second
+/// restamp of a batch goes; each later one doubles it (1.6 ms for the
+/// last try).
+const RESTAMP_MARGIN: TimeDelta = TimeDelta::microseconds(50);
 /// Appends a batch whose ids must be above the stream's last: KEYS[1] the
 /// stream; ARGV the length cap, then id and message pairs. Answers `ok`, or
 /// the stream's last id when the first id is not above it.
@@ -461,7 +469,14 @@ async fn write(
                 retry_at = None;
                 Ok(())
             }
-            Err(e) => {
+            // Redis answers: no backoff, the next batch tries at once.
+            Err(Append::Overtaken) => {
+                warn_every::overtaken();
+                Err(LogError::new(
+                    "other instances kept writing ahead of this one",
+                ))
+            }
+            Err(Append::Failed(e)) => {
                 if retry_at.is_none() {
                     error!(error = %e, "backplane: cannot write to Redis; publishing answers unavailable");
                 }
@@ -475,37 +490,70 @@ async fn write(
     }
 }
 
-/// Appends one batch, stamping it after the stream's last entry when
-/// another instance (with a clock ahead of this one's) wrote first.
+/// Why a batch was not appended.
+enum Append {
+    /// Redis failed or could not be reached.
+    Failed(String),
+    /// Other instances wrote ahead of every try.
+    Overtaken,
+}
+
+/// Appends one batch, stamping it again after the stream's last entry when
+/// another instance wrote first.
 async fn append(
     script: &redis::Script,
     writer: &mut ConnectionManager,
     key: &str,
     max_len: usize,
     batch: &mut [(Stamped, Ack)],
-) -> Result<(), String> {
-    for _ in 0..MAX_RESTAMPS {
+) -> Result<(), Append> {
+    for tries in 0..MAX_RESTAMPS {
         let mut call = script.key(key);
         call.arg(max_len);
         for (entry, _) in batch.iter() {
             call.arg(stream_id(entry.tim())).arg(entry.frame().as_str());
         }
-        let answer: String = call.invoke_async(writer).await.map_err(|e| e.to_string())?;
+        let answer: String = call
+            .invoke_async(writer)
+            .await
+            .map_err(|e| Append::Failed(e.to_string()))?;
         let Some(last) = id_tim(&answer) else {
             return Ok(());
         };
+        if tries + 1 == MAX_RESTAMPS {
+            break;
+        }
         // Each message after the last, in order, one nanosecond apart at
         // least.
-        let mut floor = last;
+        let mut floor = restamp_floor(last, Utc::now(), tries);
         for (entry, _) in batch.iter_mut() {
-            floor += TimeDelta::nanoseconds(1);
             if entry.tim() < floor {
                 entry.restamp(floor);
             }
-            floor = entry.tim();
+            floor = entry.tim() + TimeDelta::nanoseconds(1);
         }
     }
-    Err("other instances kept writing ahead of this one".to_owned())
+    Err(Append::Overtaken)
+}
+
+/// The least `tim` of a batch stamped again after the stream's `last`, at
+/// its `tries`th refusal, `now` by this instance's clock.
+///
+/// Other instances go on writing while the batch makes its round trip, each
+/// stamping with its clock: stamped just above the stream's last, a batch
+/// of a busy room would be refused again and again. So it takes this
+/// clock's time when that is later (clocks in sync, the common case, which
+/// the others' writes during one round trip rarely pass), and from the
+/// second refusal on a margin past both that doubles each time
+/// ([`RESTAMP_MARGIN`]): an instance whose clock is behind, or that others
+/// outpace, gets its turn within the tries, and a batch is never stamped
+/// more than a few milliseconds past the newest message or the clock.
+fn restamp_floor(last: DateTime<Utc>, now: DateTime<Utc>, tries: usize) -> DateTime<Utc> {
+    let above = last + TimeDelta::nanoseconds(1);
+    match tries {
+        0 => above.max(now),
+        n => above.max(last.max(now) + RESTAMP_MARGIN * (1 << (n - 1).min(16))),
+    }
 }
 
 /// Reads the stream from `last_id` and delivers to the room, forever;
@@ -588,5 +636,32 @@ async fn deliver(room: &Room, frames: Vec<Frame>) {
                 tokio::time::sleep(backoff.next()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(micros: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::microseconds(micros)
+    }
+
+    #[test]
+    fn a_refused_batch_is_stamped_past_the_stream_and_the_clock_and_further_each_try() {
+        let one = TimeDelta::nanoseconds(1);
+        // The first restamp: the clock's time, or just above the last.
+        assert_eq!(restamp_floor(at(100), at(500), 0), at(500));
+        assert_eq!(restamp_floor(at(500), at(100), 0), at(500) + one);
+        // Then a margin past both, doubling, and never more.
+        let floors: Vec<_> = (1..MAX_RESTAMPS)
+            .map(|tries| restamp_floor(at(1_000), at(400), tries))
+            .collect();
+        let expected: Vec<_> = [50, 100, 200, 400, 800, 1_600, 3_200]
+            .iter()
+            .map(|m| at(1_000 + m))
+            .collect();
+        assert_eq!(floors, expected);
+        assert_eq!(restamp_floor(at(400), at(1_000), 1), at(1_050));
     }
 }

@@ -49,6 +49,19 @@ pub(crate) fn unreadable_log(error: &dyn Display, reading: &str) {
     }
 }
 
+static OVERTAKEN: Throttle = Throttle::new();
+
+/// Warns that a batch was refused because other instances kept writing
+/// ahead of it: under a load that causes it, it would come every batch.
+pub(crate) fn overtaken() {
+    if let Some(left_out) = OVERTAKEN.ready() {
+        warn!(
+            left_out,
+            "backplane: other instances kept writing ahead of a batch; its publishers were answered unavailable"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -554,6 +554,72 @@ async fn tim_strictly_increases_across_instances_whose_clocks_disagree() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_instance_publishes_while_others_write_the_stream_without_pause() {
+    const N: usize = 20;
+    let redis = Redis::start();
+    let url = redis.url();
+    // A queue long enough for the client to read everything the other
+    // writers write meanwhile, late.
+    let server =
+        TestServer::start(&["--redis", &url, "--rate", "0", "--send-queue", "65536"]).await;
+    let mut c = server.client().await;
+    // Two writers append to the stream without pause for half a second,
+    // as busy instances do: each message stamped with the time it is
+    // written, its id that `tim` (README, "Several instances (Redis)").
+    // Whatever this instance stamps before a round trip is below the
+    // stream's last after it.
+    let others: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let until = Instant::now() + Duration::from_millis(500);
+                let mut written = 0usize;
+                while Instant::now() < until {
+                    let now = chrono::Utc::now();
+                    let tim = wschat_core::format_tim(now);
+                    let id = format!(
+                        "{}-{}",
+                        now.timestamp_millis(),
+                        now.timestamp_subsec_nanos() % 1_000_000
+                    );
+                    let frame = format!(r#"{{"usr":"other","msg":"x","tim":"{tim}"}}"#);
+                    // Refused when the other writer got there first.
+                    let added: redis::RedisResult<String> = redis::cmd("XADD")
+                        .arg("wschat")
+                        .arg(id)
+                        .arg("m")
+                        .arg(frame)
+                        .query(&mut con);
+                    written += usize::from(added.is_ok());
+                }
+                written
+            })
+        })
+        .collect();
+    // Meanwhile this instance's client publishes, 20 messages at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..N {
+        c.send(&chat("me", &i.to_string())).await;
+    }
+    let written: usize = others.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(
+        written > 100,
+        "the other writers wrote only {written} messages"
+    );
+    let mut mine = 0;
+    while mine < N {
+        let m = c.recv().await;
+        assert!(m.get("err").is_none(), "message {mine} refused: {m}");
+        if m["usr"] == "me" {
+            assert_eq!(m["msg"], mine.to_string(), "in order");
+            mine += 1;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
     let redis = Redis::start();
     let dir = std::env::temp_dir().join(format!("wschat-redis-dir-{}", std::process::id()));
