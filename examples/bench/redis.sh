@@ -2,7 +2,8 @@
 # Through Redis (README, "Several instances (Redis)"): one wschat instance
 # next to two sharing one room through Redis, and one connection
 # publishing as fast as it can with and without Redis, alternately (one
-# instance, two via Redis, one via Redis; again), PASSES times:
+# instance, two via Redis, two via Redis with one runtime worker each,
+# one via Redis; again), PASSES times:
 #
 #   examples/bench/redis.sh [PASSES]      (default 3)
 #
@@ -14,9 +15,10 @@
 # every load through Redis, `INFO commandstats` counts the appends
 # (`XADD`) per script call (`EVALSHA`, one round trip): how many messages
 # each round trip carried. Needs redis-server and redis-cli (Debian's
-# redis-server). The table's columns: one instance, two via Redis, one via
-# Redis, and "1 in flight" (one via Redis, one message in flight). Takes
-# about 2 minutes a pass. When it is done,
+# redis-server). The table's columns: one instance, two via Redis, two via
+# Redis with one worker each (TOKIO_WORKER_THREADS=1: each instance its
+# share of the machine's cores), one via Redis, and "1 in flight" (one via
+# Redis, one message in flight). Takes about 2.5 minutes a pass. When it is done,
 # examples/bench/results/redis/ holds the run: the table (table.txt),
 # when and where it ran with the machine's load (run.txt), each load's
 # JSON report and the servers' log.
@@ -78,6 +80,16 @@ for pass in $(seq "$PASSES"); do
   round_trips "rate-redis.redis2.$pass.json"
   stop "$R1" "$R2"
 
+  # Two instances on one machine each given its share of the cores: one
+  # runtime worker each (tokio's TOKIO_WORKER_THREADS), not two each.
+  echo "pass $pass: two instances via Redis, one worker each" >&2
+  key=bench1w$pass
+  TOKIO_WORKER_THREADS=1 wschat --redis "redis://127.0.0.1:$REDIS_PORT/" --redis-key "$key"; R1=$PID U1=$URL
+  TOKIO_WORKER_THREADS=1 wschat --redis "redis://127.0.0.1:$REDIS_PORT/" --redis-key "$key"; R2=$PID U2=$URL
+  many max redis2w1 "$pass" "$U1" "$U2"
+  many rate redis2w1 "$pass" "$U1" "$U2"
+  stop "$R1" "$R2"
+
   echo "pass $pass: one connection via Redis" >&2
   wschat --redis "redis://127.0.0.1:$REDIS_PORT/" --redis-key "solo$pass"; R=$PID
   round_trips
@@ -90,8 +102,10 @@ done
 
 finish "examples/bench/redis.sh $PASSES" --passes "$PASSES" \
   --column "single=1 instance" --column "redis2=2 via Redis" \
+  --column "redis2w1=2 via Redis, 1 worker each" \
   --column "redis1=1 via Redis" --column "serial=1 in flight" \
-  --ratio redis2/single --ratio redis1/single --ratio redis1/serial \
+  --ratio redis2/single --ratio redis2w1/single --ratio redis1/single \
+  --ratio redis1/serial \
   --row "max:deliveries_per_s:1k listeners, 20 publishers, max: deliveries/s" \
   --row "max:lost:  lost" \
   --row "max-redis:messages_per_round_trip:  messages per Redis round trip" \
