@@ -22,7 +22,7 @@
 //! writer then stamps the batch after that id, at its clock's time if that
 //! is later, and tries again, a little further ahead on each try (busy
 //! instances write ahead of a batch while it makes its round trip; see
-//! [`restamp_margin`]). Reading:
+//! [`restamp_floor`]). Reading:
 //! one task `XREAD BLOCK`s from the last id and hands what it reads to
 //! `Room::deliver`, which writes it to the instance's archive, if any,
 //! before relaying it.
@@ -65,7 +65,10 @@ const MAX_RESTAMPS: usize = 8;
 /// restamp of a batch goes; each later one doubles it (1.6 ms for the
 /// last try).
 const RESTAMP_MARGIN: TimeDelta = TimeDelta::microseconds(50);
-/// Appends a batch whose ids must be above the stream's last: KEYS[1] the
+/// The most a refused call's round trip moves a batch past the stream's
+/// last `tim`: a stalled Redis must not push stamps far into the future.
+const MAX_ROUND_TRIP_LEAD: TimeDelta = TimeDelta::milliseconds(100);
+/// Appends a batch whose ids must be above the stream's last: `KEYS[1]` the
 /// stream; ARGV the length cap, then id and message pairs. Answers `ok`, or
 /// the stream's last id when the first id is not above it.
 const APPEND: &str = r"
@@ -513,19 +516,30 @@ async fn append(
         for (entry, _) in batch.iter() {
             call.arg(stream_id(entry.tim())).arg(entry.frame().as_str());
         }
+        let sent = Instant::now();
         let answer: String = call
             .invoke_async(writer)
             .await
             .map_err(|e| Append::Failed(e.to_string()))?;
-        let Some(last) = id_tim(&answer) else {
+        if answer == "ok" {
             return Ok(());
-        };
+        }
+        // Not a `tim`: written by something else than wschat. Taking it
+        // for success would drop the batch without a word.
+        let last = id_tim(&answer).ok_or_else(|| {
+            Append::Failed(format!(
+                "the stream's last id {answer:?} is not a wschat tim"
+            ))
+        })?;
         if tries + 1 == MAX_RESTAMPS {
             break;
         }
+        let round_trip = TimeDelta::from_std(sent.elapsed())
+            .unwrap_or(MAX_ROUND_TRIP_LEAD)
+            .min(MAX_ROUND_TRIP_LEAD);
         // Each message after the last, in order, one nanosecond apart at
         // least.
-        let mut floor = restamp_floor(last, Utc::now(), tries);
+        let mut floor = restamp_floor(last, round_trip, Utc::now(), tries);
         for (entry, _) in batch.iter_mut() {
             if entry.tim() < floor {
                 entry.restamp(floor);
@@ -537,22 +551,28 @@ async fn append(
 }
 
 /// The least `tim` of a batch stamped again after the stream's `last`, at
-/// its `tries`th refusal, `now` by this instance's clock.
+/// its `tries`th refusal, `now` by this instance's clock, the refused call
+/// having taken `round_trip`.
 ///
 /// Other instances go on writing while the batch makes its round trip, each
 /// stamping with its clock: stamped just above the stream's last, a batch
-/// of a busy room would be refused again and again. So it takes this
-/// clock's time when that is later (clocks in sync, the common case, which
-/// the others' writes during one round trip rarely pass), and from the
-/// second refusal on a margin past both that doubles each time
-/// ([`RESTAMP_MARGIN`]): an instance whose clock is behind, or that others
-/// outpace, gets its turn within the tries, and a batch is never stamped
-/// more than a few milliseconds past the newest message or the clock.
-fn restamp_floor(last: DateTime<Utc>, now: DateTime<Utc>, tries: usize) -> DateTime<Utc> {
+/// of a busy room would be refused again and again. So it goes past what
+/// they will have written by the time it arrives, as well as this clock
+/// can tell: the stream's last plus a round trip (the others' clocks moved
+/// on that much since), or this clock's time if later; and from the second
+/// refusal on a margin past that, doubling each time ([`RESTAMP_MARGIN`]),
+/// for clocks that disagree or round trips that vary.
+fn restamp_floor(
+    last: DateTime<Utc>,
+    round_trip: TimeDelta,
+    now: DateTime<Utc>,
+    tries: usize,
+) -> DateTime<Utc> {
     let above = last + TimeDelta::nanoseconds(1);
+    let ahead = (last + round_trip).max(now);
     match tries {
-        0 => above.max(now),
-        n => above.max(last.max(now) + RESTAMP_MARGIN * (1 << (n - 1).min(16))),
+        0 => above.max(ahead),
+        n => above.max(ahead + RESTAMP_MARGIN * (1 << (n - 1).min(16))),
     }
 }
 
@@ -650,18 +670,21 @@ mod tests {
     #[test]
     fn a_refused_batch_is_stamped_past_the_stream_and_the_clock_and_further_each_try() {
         let one = TimeDelta::nanoseconds(1);
-        // The first restamp: the clock's time, or just above the last.
-        assert_eq!(restamp_floor(at(100), at(500), 0), at(500));
-        assert_eq!(restamp_floor(at(500), at(100), 0), at(500) + one);
-        // Then a margin past both, doubling, and never more.
-        let floors: Vec<_> = (1..MAX_RESTAMPS)
-            .map(|tries| restamp_floor(at(1_000), at(400), tries))
+        let rtt = |micros| TimeDelta::microseconds(micros);
+        // The first restamp: the stream's last plus a round trip, or the
+        // clock's time if later; never at or below the last.
+        assert_eq!(restamp_floor(at(100), rtt(0), at(500), 0), at(500));
+        assert_eq!(restamp_floor(at(100), rtt(600), at(500), 0), at(700));
+        assert_eq!(restamp_floor(at(500), rtt(0), at(100), 0), at(500) + one);
+        // Then a margin past that, doubling, up to the last try's.
+        let floors: Vec<_> = (1..MAX_RESTAMPS - 1)
+            .map(|tries| restamp_floor(at(1_000), rtt(100), at(400), tries))
             .collect();
-        let expected: Vec<_> = [50, 100, 200, 400, 800, 1_600, 3_200]
+        let expected: Vec<_> = [50, 100, 200, 400, 800, 1_600]
             .iter()
-            .map(|m| at(1_000 + m))
+            .map(|m| at(1_100 + m))
             .collect();
         assert_eq!(floors, expected);
-        assert_eq!(restamp_floor(at(400), at(1_000), 1), at(1_050));
+        assert_eq!(restamp_floor(at(400), rtt(100), at(1_000), 1), at(1_050));
     }
 }

@@ -620,6 +620,18 @@ async fn an_instance_publishes_while_others_write_the_stream_without_pause() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_last_id_is_no_tim_refuses_publishing_aloud() {
+    let redis = Redis::start();
+    let server = TestServer::start(&["--redis", redis.url().as_str()]).await;
+    let mut c = server.client().await;
+    // Something else than wschat wrote an id no `tim` can be: the
+    // instance cannot append after it, and must say so, not drop.
+    let _: String = redis.cmd(&["XADD", "wschat", "99999999999999999-0", "m", "x"]);
+    c.expect_error(&chat("a", "lost?"), "unavailable").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_an_archive_dir_an_instance_writes_what_it_relays() {
     let redis = Redis::start();
     let dir = std::env::temp_dir().join(format!("wschat-redis-dir-{}", std::process::id()));
