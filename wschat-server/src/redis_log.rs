@@ -19,10 +19,10 @@
 //! has queued in one script call (so a publisher is not held to one round
 //! trip per message, and each sender's order is kept): the script refuses
 //! the batch when its first id is not above the stream's last, and the
-//! writer then stamps the batch after that id, at its clock's time if that
-//! is later, and tries again, a little further ahead on each try (busy
-//! instances write ahead of a batch while it makes its round trip; see
-//! [`restamp_floor`]). Reading:
+//! writer then stamps the batch a round trip past that id, or at its
+//! clock's time if that is later, and tries again, a little further ahead
+//! on each try (busy instances write ahead of a batch while it makes its
+//! round trip; see [`restamp_floor`]). Reading:
 //! one task `XREAD BLOCK`s from the last id and hands what it reads to
 //! `Room::deliver`, which writes it to the instance's archive, if any,
 //! before relaying it.
